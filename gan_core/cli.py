@@ -1,0 +1,274 @@
+"""``ganforge`` local commands: train, generate, validate, schema — no server needed.
+
+The service adds its own commands to the same parser (see ``add_commands``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+
+from gan_core.spec import JobSpec, error_details, json_schema, load_spec
+
+log = logging.getLogger("ganforge")
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one message, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def read_spec(path: str, steps: int | None = None) -> JobSpec:
+    """Read and validate a spec file; errors list each field at fault on its own line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CLIError(f"{path}: cannot read spec ({exc.strerror})", 2) from None
+    try:
+        spec = load_spec(text)
+        if steps is not None:
+            doc = spec.model_dump(mode="json")
+            doc["train"]["steps"] = steps
+            spec = JobSpec.model_validate(doc)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            lines = [f"  {d['field']}: {d['problem']}" for d in error_details(exc)]
+            raise CLIError(f"{path}: invalid spec\n" + "\n".join(lines), 2) from None
+        raise CLIError(f"{path}: {exc}", 2) from None
+    return spec
+
+
+# ---- train -------------------------------------------------------------------------------
+class RunDirectory:
+    """The files of a local run: metrics.jsonl, samples/, checkpoints/, final/, evaluation.json."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.samples = root / "samples"
+        self.checkpoints = root / "checkpoints"
+        self.final = root / "final"
+        self.metrics = root / "metrics.jsonl"
+        for folder in (self.samples, self.checkpoints, self.final):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.checkpoints.glob("step-*.pt"), key=lambda p: _step_of(p))
+        return found[-1] if found else None
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop metric lines past a resumed checkpoint so the series has no duplicate step."""
+        if not self.metrics.exists():
+            return
+        kept = [line for line in self.metrics.read_text().splitlines() if line and json.loads(line)["step"] <= after_step]
+        self.metrics.write_text("".join(line + "\n" for line in kept))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+
+
+def _step_of(path: Path) -> int:
+    match = re.search(r"step-(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gan_core import checkpoint as ckpt
+    from gan_core import images
+    from gan_core.data import DataConfig, DataError
+    from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
+
+    spec = read_spec(args.spec, args.steps)
+    run = RunDirectory(Path(args.out))
+    resume = None
+    if args.resume:
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise CLIError(f"--resume: no checkpoint in {run.checkpoints}")
+        try:
+            resume = ckpt.load(latest, expect=ckpt.TRAINING_FORMAT)
+        except ckpt.CheckpointError as exc:
+            raise CLIError(str(exc)) from None
+        run.truncate_metrics(int(resume["step"]))
+    (run.root / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+
+    overrides = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
+    interrupted = {"flag": False}
+    bar = tqdm(total=spec.train.steps, unit="step", dynamic_ncols=True, disable=args.quiet, file=sys.stderr)
+
+    class LocalRun(Callbacks):
+        def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+            with run.metrics.open("a") as handle:
+                handle.write(json.dumps({"step": step, **metrics}) + "\n")
+            bar.set_postfix(loss_d=f"{metrics['loss_d']:.3f}", loss_g=f"{metrics['loss_g']:.3f}", acc_d=f"{metrics['acc_d']:.2f}")
+            bar.update(step - bar.n)
+
+        def on_samples(self, step: int, png: bytes) -> None:
+            (run.samples / f"step-{step:06d}.png").write_bytes(png)
+
+        def on_checkpoint(self, step: int, checkpoint: dict[str, Any]) -> None:
+            ckpt.save(checkpoint, run.checkpoints / f"step-{step:06d}.pt")
+
+        def on_evaluation(self, step: int, results: dict[str, Any]) -> None:
+            with (run.root / "evaluations.jsonl").open("a") as handle:
+                handle.write(json.dumps({"step": step, **results}) + "\n")
+
+        def should_stop(self) -> bool:
+            return interrupted["flag"]
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop at the end of the step and save
+        interrupted["flag"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    callbacks = LocalRun()
+    try:
+        trainer = Trainer(spec, data_config=DataConfig.from_env(**overrides), callbacks=callbacks, resume_from=resume, device=args.device)
+        bar.update(trainer.state.step)
+        result = trainer.run()
+    except (DataError, ckpt.CheckpointError) as exc:
+        raise CLIError(str(exc)) from None
+    except NonFiniteLossError as exc:
+        raise CLIError(f"training diverged: {exc}; lower the learning rates or resume from an earlier checkpoint") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+
+    if result.stopped:
+        callbacks.on_checkpoint(result.step, trainer.checkpoint())
+        print(f"interrupted at step {result.step}; checkpoint saved. Continue with: ganforge train {args.spec} --out {args.out} --resume")
+        return 130
+    ckpt.save(trainer.generator_file(), run.final / "generator.pt")
+    series = _loss_series(run.read_metrics())
+    (run.root / "loss_plot.png").write_bytes(images.line_plot_png(series, title=f"{spec.name}: losses and D accuracy"))
+    if result.evaluation is not None:
+        (run.root / "evaluation.json").write_text(json.dumps(result.evaluation, indent=2) + "\n")
+    print(f"done: {result.step} steps")
+    print(f"  sample grids:    {run.samples}/ ({len(list(run.samples.glob('*.png')))} PNG)")
+    print(f"  checkpoints:     {run.checkpoints}/")
+    print(f"  final generator: {run.final / 'generator.pt'}")
+    print(f"  loss plot:       {run.root / 'loss_plot.png'}")
+    if result.evaluation is not None:
+        print(f"  evaluation:      {json.dumps(_headline(result.evaluation))}")
+    return 0
+
+
+def _loss_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    keys = ("loss_d", "loss_g", "acc_d")
+    return {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
+
+
+def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in evaluation.items() if not isinstance(v, (list, dict))}
+
+
+# ---- generate ------------------------------------------------------------------------------
+def _parse_labels(text: str | None) -> list[int] | int | None:
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CLIError(f"--labels: expected integers like 3 or 0,1,2, got {text!r}", 2) from None
+    return values[0] if len(values) == 1 else values
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gan_core import checkpoint as ckpt
+    from gan_core.sampling import generate, samples_png
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise CLIError("--out must end in .npy (float32 samples) or .png (a grid)", 2)
+    try:
+        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=_parse_labels(args.labels), device=args.device)
+    except ckpt.CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    except ValueError as exc:
+        raise CLIError(str(exc), 2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, samples.astype(np.float32), allow_pickle=False)
+    else:
+        out.write_bytes(samples_png(samples, nrow=args.nrow))
+    print(f"wrote {len(samples)} samples {tuple(samples.shape[1:])} to {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = read_spec(args.spec)
+    print(f"{args.spec}: valid spec '{spec.name}'")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a GAN locally from a spec file")
+    p.add_argument("spec", help="job spec JSON file")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--data-dir", help="folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the spec's device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="sample from a checkpoint or final generator")
+    p.add_argument("checkpoint")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--labels", help="class for every sample (3) or one per sample (0,1,2,...)")
+    p.add_argument("--nrow", type=int, help="images per row in a PNG grid")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="FILE.npy or FILE.png")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("validate", help="check a spec file")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the job spec's JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganforge", description="GAN training, locally or as a service")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"ganforge: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

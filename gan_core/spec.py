@@ -1,0 +1,258 @@
+"""The job spec: one pydantic model shared by the API, the CLI and the worker.
+
+Limits that a deployment may tighten (maximum steps, batch size, evaluation size) are read from
+the validation context, so the service passes its own settings without gan_core knowing them::
+
+    JobSpec.model_validate(doc, context={"max_steps": 50_000})
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# Defaults for the limits a deployment may override through the validation context.
+DEFAULT_LIMITS: dict[str, int] = {
+    "max_steps": 1_000_000,
+    "max_batch_size": 4096,
+    "max_eval_samples": 50_000,
+}
+
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "npz")
+POINT_DATASETS = ("ring8", "grid25")
+# Native shape (C, H, W) of the built-in image datasets; npz data is only known once loaded.
+NATIVE_IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
+DCGAN_IMAGE_SIZES = (28, 32, 64)
+
+DatasetName = Literal["mnist", "fashion-mnist", "ring8", "grid25", "npz"]
+Loss = Literal["minimax", "bce", "lsgan", "wgan-gp", "hinge"]
+
+
+def _field_error(field: str, problem: str) -> ValueError:
+    """An error from a cross-field check, naming the field at fault (see error_details)."""
+    return ValueError(f"{field}: {problem}")
+
+
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
+
+
+def _limit(info: ValidationInfo, key: str) -> int:
+    context = info.context or {}
+    return int(context.get(key, DEFAULT_LIMITS[key]))
+
+
+class _Strict(BaseModel):
+    # Unknown fields are an error: a typo must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: DatasetName
+    path: str | None = Field(None, description="npz only: local path of the user's .npz file")
+    image_size: int | None = Field(
+        None, ge=8, le=64, description="resize images to this square size (default: native)"
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="npz only: expected channels (checked when the file is loaded)"
+    )
+    limit: int | None = Field(None, ge=1, description="use only the first N training examples")
+
+    @model_validator(mode="after")
+    def _path_only_for_npz(self) -> DatasetSpec:
+        if self.name == "npz" and not self.path:
+            raise _field_error("path", "the npz dataset needs the path of a .npz file holding 'x' (and 'y')")
+        if self.name != "npz" and self.path is not None:
+            raise _field_error("path", f"only the npz dataset takes a path, not '{self.name}'")
+        if self.name in POINT_DATASETS and self.image_size is not None:
+            raise _field_error("image_size", f"'{self.name}' is 2-D points; image_size does not apply")
+        return self
+
+    @property
+    def is_image(self) -> bool:
+        return self.name in IMAGE_DATASETS
+
+
+class ModelSpec(_Strict):
+    arch: Literal["mlp", "dcgan"] = "mlp"
+    variant: Literal["radford", "keras"] = Field(
+        "radford",
+        description="dcgan only: 'radford' (pytorch/examples DCGAN) or 'keras' (the small "
+        "Keras-tutorial DCGAN: Dense 7*7*128 -> ConvT 64 -> ConvT 1, 28x28)",
+    )
+    latent_dim: int = Field(100, ge=1, le=1024)
+    hidden_g: list[int] = Field(default_factory=lambda: [256, 512, 1024], min_length=1, max_length=8)
+    hidden_d: list[int] = Field(default_factory=lambda: [512, 256], min_length=1, max_length=8)
+    ngf: int = Field(64, ge=4, le=512)
+    ndf: int = Field(64, ge=4, le=512)
+    conditioning: Literal["none", "cgan", "acgan"] = "none"
+    embed_dim: int | None = Field(None, ge=1, le=512, description="label embedding size (default: classes)")
+    leaky_slope: float = Field(0.2, ge=0.0, lt=1.0)
+    bn_momentum: float = Field(
+        0.3, gt=0.0, le=1.0, description="PyTorch convention; 0.3 equals Keras' momentum 0.7"
+    )
+    bn_eps: float = Field(1e-3, gt=0.0, le=0.1, description="1e-3 as in Keras")
+    d_norm: Literal["auto", "batch", "layer", "none"] = Field(
+        "auto",
+        description="normalisation in the DCGAN discriminator; 'auto' = batch, or none with "
+        "spectral norm, or layer norm for wgan-gp (a batch-dependent critic breaks the penalty)",
+    )
+    spectral_norm: bool = False
+    minibatch_std: bool = False
+    pack: int = Field(1, ge=1, le=8, description="PacGAN: the discriminator judges m samples at once")
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0, description="EMA of G's weights")
+
+    @field_validator("hidden_g", "hidden_d")
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if any(w < 1 or w > 8192 for w in widths):
+            raise ValueError("every hidden width must be between 1 and 8192")
+        return widths
+
+
+class TrainSpec(_Strict):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    d_steps: int = Field(1, ge=1, le=100, description="discriminator updates per step (n_critic)")
+    g_steps: int = Field(1, ge=1, le=100, description="generator updates per step")
+    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="wgan-gp gradient penalty weight")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="one-sided: real target 1 - s")
+    aux_weight: float = Field(1.0, ge=0.0, le=100.0, description="acgan classification loss weight")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_limit(cls, steps: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "max_steps")
+        if steps > limit:
+            raise ValueError(f"at most {limit} steps are allowed here")
+        return steps
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_limit(cls, batch: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "max_batch_size")
+        if batch > limit:
+            raise ValueError(f"at most {limit} examples per batch are allowed here")
+        return batch
+
+
+class EvalSpec(_Strict):
+    at_end: bool = True
+    n_samples: int = Field(
+        0, ge=0, description="samples to evaluate (0 = 2500 for the 2-D mixtures, 5000 for images)"
+    )
+
+    @field_validator("n_samples")
+    @classmethod
+    def _eval_limit(cls, n: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "max_eval_samples")
+        if n > limit:
+            raise ValueError(f"at most {limit} evaluation samples are allowed here")
+        return n
+
+
+class JobSpec(_Strict):
+    name: str = Field(..., min_length=1, max_length=120)
+    dataset: DatasetSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    loss: Loss = "bce"
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the networks (CUDA only)")
+    log_every: int = Field(100, ge=1)
+    sample_every: int = Field(200, ge=1)
+    sample_count: int = Field(64, ge=1, le=400, description="samples in each fixed-noise grid")
+    checkpoint_every: int = Field(1000, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        model, data, train = self.model, self.dataset, self.train
+        if data.name in POINT_DATASETS:
+            if model.arch != "mlp":
+                raise _field_error(
+                    "model.arch", f"'{model.arch}' needs images; '{data.name}' gives 2-D points (use 'mlp')"
+                )
+            if model.conditioning != "none":
+                raise _field_error("model.conditioning", f"'{data.name}' has no labels; use 'none'")
+        if model.arch == "dcgan":
+            size = self.image_size
+            if model.variant == "keras" and size not in (None, 28):
+                raise _field_error("dataset.image_size", "the keras DCGAN variant makes 28x28 images only")
+            if model.variant == "radford" and size is not None and size not in DCGAN_IMAGE_SIZES:
+                raise _field_error("dataset.image_size", f"dcgan makes images of size {DCGAN_IMAGE_SIZES}, not {size}")
+        if model.pack > 1:
+            if train.batch_size % model.pack:
+                raise _field_error("train.batch_size", f"must be a multiple of model.pack ({model.pack})")
+            if model.conditioning != "none":
+                raise _field_error("model.pack", "packing cannot be combined with conditioning")
+        if train.label_smoothing and self.loss not in ("minimax", "bce", "lsgan"):
+            raise _field_error("train.label_smoothing", f"'{self.loss}' has no real target to smooth")
+        if self.precision == "bf16" and self.device == "cpu":
+            raise _field_error("precision", "bf16 autocast is for CUDA; use fp32 on the CPU")
+        return self
+
+    @property
+    def image_size(self) -> int | None:
+        """Square image size the networks work at, when known from the spec alone."""
+        if self.dataset.image_size is not None:
+            return self.dataset.image_size
+        native = NATIVE_IMAGE_SHAPE.get(self.dataset.name)
+        return native[1] if native else None
+
+    @property
+    def conditional(self) -> bool:
+        return self.model.conditioning != "none"
+
+    def eval_samples(self) -> int:
+        if self.eval.n_samples:
+            return self.eval.n_samples
+        return 5000 if self.dataset.is_image else 2500
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a job spec."""
+    return JobSpec.model_json_schema()
+
+
+def error_details(exc: ValidationError) -> list[dict[str, str]]:
+    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words."""
+    details = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err.get("loc", ())]
+        problem = err.get("msg", "invalid").removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            problem = "unknown field"
+        named = _FIELD_PREFIX.match(problem) if err.get("type") == "value_error" else None
+        if named:  # a cross-field check names its field in the message
+            loc.append(named.group(1))
+            problem = named.group(2)
+        field = ".".join(loc) if loc else "(root)"
+        details.append({"field": field, "problem": problem})
+    return details
+
+
+def load_spec(text: str | bytes, **context: int) -> JobSpec:
+    """Parse JSON text into a spec (raises ValueError for bad JSON, ValidationError for bad specs)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from exc
+    return JobSpec.model_validate(doc, context=context or None)
