@@ -97,13 +97,30 @@ def load(source: str | os.PathLike[str] | bytes | BinaryIO, expect: str | None =
         source = io.BytesIO(source)
     name = getattr(source, "name", None) or (str(source) if isinstance(source, (str, os.PathLike)) else "data")
     try:
-        data = torch.load(source, map_location="cpu", weights_only=True)
+        is_archive = zipfile.is_zipfile(source)
+        if hasattr(source, "seek"):
+            source.seek(0)
+            head = source.read(4)
+            source.seek(0)
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(4)
     except FileNotFoundError:
         raise CheckpointError(f"{name}: no such checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read ({exc})") from None
+    if not is_archive:
+        if head == b"PK\x03\x04":  # starts as a zip archive but its directory is missing
+            raise CheckpointError(f"{name}: corrupt or truncated checkpoint")
+        raise CheckpointError(f"{name}: not a ganforge checkpoint (not a PyTorch archive)")
+    try:
+        data = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know: a foreign or malicious pickle.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{name}: refused to load, not a plain-tensor checkpoint ({first})") from None
+        # weights_only refuses every global it does not know: a foreign or malicious pickle.
+        raise CheckpointError(
+            f"{name}: refused to load: it holds Python objects besides tensors and plain values, "
+            "and ganforge never unpickles those"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{name}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
     fmt = data.get("format") if isinstance(data, dict) else None

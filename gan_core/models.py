@@ -310,11 +310,9 @@ def _mlp_generator(model: ModelSpec, in_dim: int, data_shape: tuple[int, ...]) -
     width = in_dim
     for hidden in model.hidden_g:
         # Activation THEN batch norm, as in the Keras tutorial.
-        layers += [
-            nn.Linear(width, hidden),
-            nn.LeakyReLU(model.leaky_slope),
-            nn.BatchNorm1d(hidden, momentum=model.bn_momentum, eps=model.bn_eps),
-        ]
+        layers += [nn.Linear(width, hidden), nn.LeakyReLU(model.leaky_slope)]
+        if model.g_batchnorm:
+            layers.append(nn.BatchNorm1d(hidden, momentum=model.bn_momentum, eps=model.bn_eps))
         width = hidden
     layers.append(nn.Linear(width, math.prod(data_shape)))
     if len(data_shape) == 3:  # images in [-1, 1]; 2-D points stay linear

@@ -102,6 +102,11 @@ class ModelSpec(_Strict):
         0.3, gt=0.0, le=1.0, description="PyTorch convention; 0.3 equals Keras' momentum 0.7"
     )
     bn_eps: float = Field(1e-3, gt=0.0, le=0.1, description="1e-3 as in Keras")
+    g_batchnorm: bool = Field(
+        True,
+        description="mlp only: batch norm after each hidden layer of G (the classic Keras GAN); "
+        "turn off for 2-D mixtures, where batch statistics couple the samples of a batch",
+    )
     d_norm: Literal["auto", "batch", "layer", "none"] = Field(
         "auto",
         description="normalisation in the DCGAN discriminator; 'auto' = batch, or none with "

@@ -326,7 +326,7 @@ class Trainer:
                 window, window_start, t0 = [], step, time.perf_counter()
         if window:  # stopped early: no loss of the partial window's finiteness check
             self._flush(window, window_start, time.perf_counter() - t0)
-        if not stopped and state.step >= total and spec.eval.at_end:
+        if not stopped and state.step >= spec.train.steps and spec.eval.at_end:
             evaluation = self.evaluate()
             cb.on_evaluation(state.step, evaluation)
         return TrainResult(step=state.step, stopped=stopped, metrics=last_metrics, evaluation=evaluation)
