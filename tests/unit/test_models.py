@@ -154,6 +154,26 @@ def test_mlp_generator_layer_order_and_batchnorm_settings() -> None:
     assert len(bns) == 3 and all(bn.momentum == 0.3 and bn.eps == 1e-3 for bn in bns)
 
 
+def test_mlp_generator_without_batchnorm_treats_samples_independently() -> None:
+    model = small(latent_dim=2, g_batchnorm=False, leaky_slope=0.0)
+    g = build_generator(model, POINTS, None)
+    kinds = [type(m) for m in g.net]
+    # Linear -> activation per hidden layer and no BatchNorm anywhere (nor running buffers).
+    assert kinds[:4] == [nn.Linear, nn.LeakyReLU, nn.Linear, nn.LeakyReLU]
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in g.modules())
+    assert not list(g.buffers())
+    widths = [2, *SMALL["hidden_g"], 2]
+    assert count_parameters(g) == sum(a * b + b for a, b in zip(widths, widths[1:]))
+    # Without batch statistics a sample's output does not depend on the rest of its batch,
+    # and training mode gives the same output as eval mode.
+    z = torch.randn(BATCH, 2)
+    together = g(z)
+    assert torch.allclose(together[:1], g(z[:1]))
+    assert torch.allclose(together, g.eval()(z))
+    # The default keeps the classic generator's batch norm.
+    assert any(isinstance(m, nn.BatchNorm1d) for m in build_generator(small(latent_dim=2), POINTS, None).modules())
+
+
 def test_mlp_init_is_glorot_uniform_with_zero_bias() -> None:
     g = build_generator(ModelSpec(), MNIST, None)
     for layer in (m for m in g.modules() if isinstance(m, nn.Linear)):
