@@ -1,0 +1,1 @@
+"""ganforge: the command line and the Python client of the GAN training service."""

@@ -1,0 +1,103 @@
+"""A small Python client of the ganforge HTTP API (the CLI uses it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class APIError(Exception):
+    """An error answer from the service: status, code, message and field details."""
+
+    def __init__(self, status: int, body: dict[str, Any] | None, text: str = ""):
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+        self.status = status
+        self.code = error.get("code", "http_error")
+        self.details = error.get("details", [])
+        message = error.get("message") or text or f"HTTP {status}"
+        super().__init__(message)
+
+    def describe(self) -> str:
+        lines = [f"{self.status} {self.code}: {self}"]
+        lines += [f"  {d.get('field')}: {d.get('problem')}" for d in self.details]
+        return "\n".join(lines)
+
+
+class Client:
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0):
+        self.url = (url or os.environ.get("GANFORGE_URL") or "http://127.0.0.1:8080").rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("GANFORGE_API_KEY")
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Any = None, raw: bool = False,
+                 headers: dict[str, str] | None = None) -> Any:
+        data = None
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            all_headers["Content-Type"] = "application/json"
+        if self.api_key:
+            all_headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=all_headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+                return payload if raw else json.loads(payload or b"null")
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            raise APIError(exc.code, parsed, text[:200]) from None
+
+    # ---- jobs --------------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/jobs", spec, headers=headers)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}")
+
+    def jobs(self, status: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        query = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v is not None}
+        return self._request("GET", "/v1/jobs?" + urllib.parse.urlencode(query))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{urllib.parse.quote(job_id)}/cancel")
+
+    def metrics(self, job_id: str, names: list[str] | None = None, since_step: int | None = None) -> dict[str, Any]:
+        query = {}
+        if names:
+            query["names"] = ",".join(names)
+        if since_step is not None:
+            query["since_step"] = since_step
+        return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/metrics?" + urllib.parse.urlencode(query))
+
+    def samples(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/samples")
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/checkpoints")
+
+    def generate(self, job_id: str, n: int = 64, seed: int = 0, labels: Any = None, checkpoint: int | None = None,
+                 fmt: str = "png") -> bytes:
+        body = {"n": n, "seed": seed, "labels": labels, "checkpoint": checkpoint, "format": fmt}
+        return self._request("POST", f"/v1/jobs/{urllib.parse.quote(job_id)}/generate", body, raw=True)
+
+    def download(self, url: str) -> bytes:
+        """GET a presigned (or API-signed) URL as it is."""
+        if url.startswith("/"):
+            url = self.url + url
+        with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            return response.read()
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/healthz")
+
+    def ready(self) -> dict[str, Any]:
+        return self._request("GET", "/readyz")
