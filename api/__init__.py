@@ -1,0 +1,54 @@
+"""The ganforge HTTP API (Flask), versioned under /v1.
+
+    create_app()                                  # settings from the environment
+    create_app(services=Services(settings, db, storage, queue))   # tests, embedding
+
+No app exists at import time; gunicorn serves ``api:create_app()``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from jobs.services import Services
+from jobs.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """A configured app. Without ``services`` they are built from ``settings`` (default: the
+    environment); with ``services``, their settings are used and ``settings`` must be None or
+    the same object."""
+    from api import artifacts, health, jobs
+    from api import logging as api_logging
+    from api.errors import register_error_handlers
+    from api.generation import GenerationRuntime
+    from api.signing import URLSigner
+    from api.state import GENERATION, SERVICES, SIGNER
+
+    if services is not None and settings is not None and settings is not services.settings:
+        raise ValueError("pass settings or services (which carry their own settings), not both")
+    if services is None:
+        settings = settings or Settings.from_env()
+    else:
+        settings = services.settings
+    secret = settings.resolve_signing_secret()  # before anything connects: production without one stops here
+    if services is None:
+        services = Services.from_settings(settings)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # keep fields in the order the schemas write them
+    app.json.compact = True
+    app.extensions[SERVICES] = services
+    app.extensions[SIGNER] = URLSigner(secret)
+    runtime = GenerationRuntime()
+    app.extensions[GENERATION] = runtime
+
+    api_logging.init_app(app, settings.log_json)
+    register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(artifacts.bp)
+    return app

@@ -1,0 +1,52 @@
+"""/v1/artifacts/{id}/content: an artifact's bytes, streamed from the store through the API.
+
+A URL from a listing carries ``expires`` and ``signature`` (see api.signing); with them the
+content is served to anyone until expiry, and a wrong or expired pair is refused with 403.
+Without them the endpoint is open for now (authentication comes later and will require one or
+the other).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+
+from flask import Blueprint, Response, request
+from sqlalchemy import select
+
+from api.errors import APIError, not_found
+from api.signing import SignatureError
+from api.state import services, signer
+from api.validation import check_id
+from jobs.models import Artifact
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("artifacts", __name__, url_prefix="/v1/artifacts")
+
+
+@bp.get("/<artifact_id>/content")
+def content(artifact_id: str):
+    check_id(artifact_id, "artifact")
+    expires, signature = request.args.get("expires"), request.args.get("signature")
+    if expires is not None or signature is not None:
+        try:
+            signer().verify(artifact_id, expires, signature)
+        except SignatureError as exc:
+            raise APIError(403, "forbidden", f"this download URL is not valid: {exc}; list the artifacts again") from None
+    svc = services()
+    with svc.db.session() as session:
+        artifact = session.scalar(select(Artifact).where(Artifact.id == artifact_id))
+    if artifact is None:
+        raise not_found("artifact")
+    headers = {
+        "ETag": f'"{artifact.sha256}"',
+        "Content-Disposition": f'inline; filename="{PurePosixPath(artifact.key).name}"',
+        # The URL is a credential until it expires: shared caches must not keep the bytes.
+        "Cache-Control": "private, max-age=0, must-revalidate",
+    }
+    if artifact.sha256 in request.if_none_match:
+        return Response(status=304, headers=headers)
+    chunks = svc.storage.stream(artifact.key)  # ObjectNotFound → 404, StorageError → 503
+    headers["Content-Length"] = str(artifact.bytes)
+    return Response(chunks, mimetype=artifact.content_type, headers=headers, direct_passthrough=True)

@@ -1,0 +1,316 @@
+"""/v1/jobs: submit, read, list, cancel; metric series; sample and checkpoint listings; generate.
+
+Views validate their input, call ``jobs.lifecycle`` or read the tables, and serialise; nothing
+here trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+from flask import Blueprint, Response, jsonify, url_for
+from pydantic import ValidationError
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from api.errors import APIError, invalid, not_found
+from api.generation import Busy, UnusableCheckpoint, label_problem, render
+from api.schemas import (
+    SUMMARY_COLUMNS,
+    GenerateRequest,
+    artifact_to_dict,
+    decode_cursor,
+    encode_cursor,
+    job_summary,
+    job_to_dict,
+    json_safe,
+)
+from api.state import generation, services, signer
+from api.validation import check_id, json_body, query_int, query_str
+from gan_core.spec import JobSpec, error_details
+from jobs import lifecycle
+from jobs.models import STATUSES, Artifact, Job, JobEvent, Metric
+from jobs.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+TENANT = "default"  # one tenant until authentication arrives
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+METRIC_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+MAX_METRIC_NAMES = 32
+MAX_POINTS = 100_000
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _invalid_body(code: str, exc: ValidationError, what: str) -> APIError:
+    details = error_details(exc)
+    first = details[0]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return APIError(422, code, f"invalid {what}: {first['field']}: {first['problem']}{more}", details)
+
+
+def _object_body(code: str, what: str) -> dict[str, Any]:
+    doc = json_body(code)
+    if not isinstance(doc, dict):
+        raise APIError(422, code, f"the {what} must be a JSON object",
+                       [{"field": "(root)", "problem": f"must be a JSON object, not {type(doc).__name__}"}])
+    return doc
+
+
+def _require_job(session: Session, job_id: str) -> None:
+    if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+        raise not_found("job")
+
+
+def _job_view(session: Session, job_id: str) -> dict[str, Any]:
+    job = lifecycle.get(session, job_id)
+    events = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
+    return job_to_dict(job, list(events))
+
+
+def _artifacts(session: Session, job_id: str, kind: str) -> list[Artifact]:
+    return list(session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind).order_by(Artifact.step, Artifact.id)
+    ))
+
+
+def _download(artifact: Artifact) -> dict[str, Any]:
+    """The listing entry of an artifact with a fresh URL: the store's own presigned URL when it
+    has one (S3), else this API's content URL signed with the deployment's secret."""
+    svc = services()
+    ttl = svc.settings.presign_ttl_seconds
+    try:
+        url = svc.storage.presigned_url(artifact.key, ttl)
+    except StorageError:
+        raise
+    except Exception as exc:  # botocore without credentials, a malformed endpoint, ...
+        raise StorageError(f"cannot presign {artifact.key}: {exc}") from exc
+    if url:
+        expires_at = datetime.now(timezone.utc) + timedelta(seconds=ttl)
+    else:
+        expires, signature = signer().sign(artifact.id, ttl)
+        url = url_for("artifacts.content", artifact_id=artifact.id, expires=expires, signature=signature, _external=True)
+        expires_at = datetime.fromtimestamp(expires, timezone.utc)
+    return artifact_to_dict(artifact, url, expires_at)
+
+
+def downsample(steps: Sequence[int], values: Sequence[Any], max_points: int | None) -> tuple[list[int], list[Any]]:
+    """At most ``max_points`` evenly strided points, always keeping the first and the last."""
+    n = len(steps)
+    if max_points is None or n <= max_points:
+        return list(steps), list(values)
+    # i·(n-1)/(m-1) for i in 0..m-1: strictly increasing for n > m, so no point repeats.
+    picks = [round(i * (n - 1) / (max_points - 1)) for i in range(max_points)]
+    return [steps[i] for i in picks], [values[i] for i in picks]
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+@bp.post("")
+def submit_job():
+    svc = services()
+    doc = _object_body("invalid_spec", "job spec")
+    try:
+        spec = JobSpec.model_validate(doc, context=svc.settings.spec_limits)
+    except ValidationError as exc:
+        raise _invalid_body("invalid_spec", exc, "job spec") from None
+    with svc.db.session() as session:
+        job = lifecycle.submit(session, spec, tenant=TENANT, auto_queue="cpu")
+        job_id, queue = job.id, job.queue
+    # Only now is the row committed: a worker handed the id can always find the job.
+    try:
+        svc.queue.enqueue(job_id, queue)
+    except Exception:
+        # The job is safe in the database as queued; the reconciler re-sends queued jobs
+        # that no worker has claimed. The client still gets its job.
+        log.exception("job %s was saved but could not be enqueued on %s; it stays queued for the reconciler",
+                      job_id, queue, extra={"job_id": job_id})
+    else:
+        log.info("job %s submitted on %s", job_id, queue, extra={"job_id": job_id})
+    with svc.db.session() as session:
+        view = _job_view(session, job_id)
+    response = jsonify(view)
+    response.status_code = 201
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return response
+
+
+@bp.get("")
+def list_jobs():
+    status = query_str("status")
+    if status is not None and status not in STATUSES:
+        raise invalid("status", f"must be one of {', '.join(STATUSES)}")
+    limit = query_int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    cursor = query_str("cursor")
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor)
+        except ValueError:
+            raise invalid("cursor", "not a cursor from this API; start again without it") from None
+    stmt = select(*SUMMARY_COLUMNS)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if after is not None:
+        created_at, last_id = after
+        # A row-value comparison: PostgreSQL (and SQLite) turn it into one range of the
+        # (status, created_at, id) index; the equivalent OR of two conditions filters row by row.
+        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
+    # Newest first; the id breaks ties so the order (and the keyset) is total.
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    with services().db.session() as session:
+        rows = session.execute(stmt).all()
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return jsonify({"items": [job_summary(row) for row in page], "next_cursor": next_cursor})
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str):
+    check_id(job_id, "job")
+    with services().db.session() as session:
+        return jsonify(_job_view(session, job_id))
+
+
+@bp.post("/<job_id>/cancel")
+def cancel_job(job_id: str):
+    """Queued: cancelled at once. Running: cancel_requested (the worker stops at its next
+    heartbeat). Finished: 409."""
+    check_id(job_id, "job")
+    svc = services()
+    lifecycle.request_cancel(svc.db, job_id)  # JobNotFound → 404, IllegalTransition → 409
+    log.info("cancellation of job %s requested", job_id, extra={"job_id": job_id})
+    with svc.db.session() as session:
+        return jsonify(_job_view(session, job_id))
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+def _metric_names() -> list[str] | None:
+    raw = query_str("names")
+    if raw is None:
+        return None
+    names = list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    if not names:
+        raise invalid("names", "give comma-separated series names, e.g. loss_d,loss_g")
+    if len(names) > MAX_METRIC_NAMES:
+        raise invalid("names", f"at most {MAX_METRIC_NAMES} series at once")
+    bad = [name for name in names if not METRIC_NAME.fullmatch(name)]
+    if bad:
+        raise invalid("names", f"{bad[0][:70]!r} is not a series name (letters, digits, _ . : / -, up to 64)")
+    return names
+
+
+@bp.get("/<job_id>/metrics")
+def job_metrics(job_id: str):
+    """Series by name, ordered by step: ``names`` (comma-separated; default all), ``since_step``
+    (only points after that step, exclusive: pass the last step you have), ``max_points``
+    (evenly strided per series, first and last kept)."""
+    check_id(job_id, "job")
+    names = _metric_names()
+    since_step = query_int("since_step", None, 0)
+    max_points = query_int("max_points", None, 2, MAX_POINTS)
+    stmt = select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id)
+    if names is not None:
+        stmt = stmt.where(Metric.name.in_(names))
+    if since_step is not None:
+        stmt = stmt.where(Metric.step > since_step)
+    with services().db.session() as session:
+        _require_job(session, job_id)
+        rows = session.execute(stmt.order_by(Metric.name, Metric.step)).all()
+    collected: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names or ()}
+    for name, step, value in rows:
+        steps, values = collected.setdefault(name, ([], []))
+        steps.append(step)
+        values.append(value)
+    series = {}
+    for name, (steps, values) in collected.items():
+        steps, values = downsample(steps, values, max_points)
+        series[name] = {"steps": steps, "values": json_safe(values)}
+    return jsonify({"series": series})
+
+
+# ---- artifacts ----------------------------------------------------------------------------------
+@bp.get("/<job_id>/samples")
+def job_samples(job_id: str):
+    """Sample grids by step, each with a URL valid for ``presign_ttl_seconds``."""
+    check_id(job_id, "job")
+    with services().db.session() as session:
+        _require_job(session, job_id)
+        grids = _artifacts(session, job_id, "sample_grid")
+    return jsonify({"items": [_download(a) for a in grids]})
+
+
+@bp.get("/<job_id>/checkpoints")
+def job_checkpoints(job_id: str):
+    """Training checkpoints by step in ``items``; the final generator file (written when the job
+    succeeds) under ``final`` (null until then)."""
+    check_id(job_id, "job")
+    with services().db.session() as session:
+        _require_job(session, job_id)
+        checkpoints = _artifacts(session, job_id, "checkpoint")
+        finals = _artifacts(session, job_id, "final_model")
+    return jsonify({"items": [_download(a) for a in checkpoints],
+                    "final": _download(finals[-1]) if finals else None})
+
+
+# ---- generation ---------------------------------------------------------------------------------
+def _pick_checkpoint(session: Session, job_id: str, step: int | None) -> Artifact:
+    """The final generator (else the latest checkpoint) for ``step=None``; else the checkpoint
+    (or final generator) saved at that step."""
+    checkpoints = _artifacts(session, job_id, "checkpoint")
+    finals = _artifacts(session, job_id, "final_model")
+    if step is None:
+        if finals:
+            return finals[-1]
+        if checkpoints:
+            return checkpoints[-1]
+        raise APIError(409, "no_checkpoint", "the job has no checkpoint yet; try again once it has saved one")
+    for artifact in (*checkpoints, *finals):
+        if artifact.step == step:
+            return artifact
+    steps = sorted({a.step for a in (*checkpoints, *finals)})
+    available = ", ".join(map(str, steps[-20:])) or "none yet"
+    raise invalid("checkpoint", f"no checkpoint at step {step}; available steps: {available}")
+
+
+@bp.post("/<job_id>/generate")
+def generate_samples(job_id: str):
+    """Fresh samples from a checkpoint: a PNG grid (a scatter plot for 2-D points) or a .npy
+    array of float32 in data space. The same request always gives the same bytes."""
+    check_id(job_id, "job")
+    svc = services()
+    doc = _object_body("invalid_request", "generate request")
+    try:
+        req = GenerateRequest.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid_body("invalid_request", exc, "generate request") from None
+    limit = svc.settings.max_generate_samples
+    if req.n > limit:
+        raise invalid("n", f"at most {limit} samples per request")
+    with svc.db.session() as session:
+        _require_job(session, job_id)
+        artifact = _pick_checkpoint(session, job_id, req.checkpoint)
+    runtime = generation()
+    try:
+        loaded = runtime.generator(artifact.id, artifact.sha256, lambda: svc.storage.get(artifact.key))
+    except UnusableCheckpoint as exc:
+        log.error("job %s: checkpoint %s cannot be loaded: %s", job_id, artifact.key, exc)
+        raise APIError(409, "checkpoint_unusable", f"the checkpoint at step {artifact.step} cannot be loaded") from None
+    problem = label_problem(loaded, req.n, req.labels)
+    if problem:
+        raise invalid("labels", problem)
+    try:
+        body, mimetype = runtime.run(req.n, lambda: render(loaded, req.n, req.seed, req.labels, req.format))
+    except Busy as exc:
+        raise APIError(503, "busy", str(exc), headers={"Retry-After": "5"}) from None
+    response = Response(body, mimetype=mimetype)
+    filename = f"samples-{job_id[:8]}-step{artifact.step}-seed{req.seed}.{req.format}"
+    disposition = "inline" if req.format == "png" else "attachment"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{filename}"'
+    response.headers["X-Checkpoint-Step"] = str(artifact.step)
+    response.headers["X-Artifact-Id"] = artifact.id
+    return response

@@ -1,0 +1,141 @@
+"""What the API sends back (jobs, events, artifacts, list cursors) and the generate request body.
+
+Timestamps are ISO 8601 in UTC with a ``Z``; non-finite floats become null so every response is
+valid JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from jobs.models import Artifact, Job, JobEvent
+
+_CURSOR_ID = re.compile(r"[0-9a-f]{32}")
+
+# The columns a job summary needs (the list endpoint selects only these: no spec, no lease).
+SUMMARY_COLUMNS = (
+    Job.id, Job.name, Job.status, Job.queue, Job.progress_step, Job.total_steps, Job.attempt, Job.max_attempts,
+    Job.error, Job.cancel_requested, Job.latest_metrics, Job.evaluation, Job.created_at, Job.updated_at,
+    Job.started_at, Job.finished_at,
+)
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_safe(value: Any) -> Any:
+    """Floats that JSON cannot carry (NaN, ±inf) become None, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def progress(step: int, total: int) -> dict[str, Any]:
+    fraction = min(1.0, step / total) if total > 0 else 0.0
+    return {"step": step, "total": total, "fraction": round(fraction, 4)}
+
+
+def job_summary(job: Any) -> dict[str, Any]:
+    """A job without its spec and history (a Job or a row of SUMMARY_COLUMNS)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "queue": job.queue,
+        "progress": progress(job.progress_step, job.total_steps),
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "attempts": job.attempt,
+        "max_attempts": job.max_attempts,
+        "error": job.error,
+        "cancel_requested": bool(job.cancel_requested),
+        "latest_metrics": json_safe(job.latest_metrics),
+        "evaluation": json_safe(job.evaluation),
+    }
+
+
+def event_to_dict(event: JobEvent) -> dict[str, Any]:
+    return {"at": iso(event.at), "from": event.from_status, "to": event.to_status, "attempt": event.attempt,
+            "message": event.message}
+
+
+def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
+    """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
+    return {**job_summary(job), "spec": job.spec, "events": [event_to_dict(e) for e in events]}
+
+
+def artifact_to_dict(artifact: Artifact, url: str, expires_at: datetime) -> dict[str, Any]:
+    return {
+        "id": artifact.id,
+        "step": artifact.step,
+        "url": url,
+        "expires_at": iso(expires_at),
+        "bytes": artifact.bytes,
+        "sha256": artifact.sha256,
+        "content_type": artifact.content_type,
+    }
+
+
+# ---- list cursors ------------------------------------------------------------------------------
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    """Opaque to clients: base64url of ``<created_at ISO, microseconds>|<id>``, unpadded."""
+    raw = f"{created_at.astimezone(timezone.utc).isoformat(timespec='microseconds')}|{job_id}"
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) of the last job of the previous page; ValueError if it is not one of ours."""
+    if len(cursor) > 200:
+        raise ValueError("too long")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not base64url") from None
+    stamp, sep, job_id = raw.partition("|")
+    if not sep or not _CURSOR_ID.fullmatch(job_id):
+        raise ValueError("malformed")
+    created_at = datetime.fromisoformat(stamp)  # ValueError when malformed
+    if created_at.tzinfo is None:
+        raise ValueError("naive timestamp")
+    return created_at.astimezone(timezone.utc), job_id
+
+
+# ---- request bodies ----------------------------------------------------------------------------
+class GenerateRequest(BaseModel):
+    """Body of POST /v1/jobs/{id}/generate. ``n``'s upper bound is the deployment's
+    ``max_generate_samples``, checked by the view."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: StrictInt = Field(64, ge=1)
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1)
+    labels: Any = Field(None, description="one label for all, a list with one per sample, or null")
+    checkpoint: StrictInt | None = Field(None, ge=0, description="a checkpoint's step; null = final generator, else latest")
+    format: Literal["png", "npy"] = "png"
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_shape(cls, labels: Any) -> list[int] | int | None:
+        # One plain error instead of pydantic's per-member union errors ("labels.list[int].0").
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if labels is None or is_int(labels) or (isinstance(labels, list) and all(is_int(v) for v in labels)):
+            return labels
+        raise ValueError("must be null, an integer, or a list of integers")
