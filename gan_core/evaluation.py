@@ -50,7 +50,7 @@ MODE_MIN_STRICT = 10  # HQ samples a mode needs for ``modes_min10``
 KL_EPSILON = 1e-10  # stands in for the probability of an empty mode
 COVERAGE_SHARE = 0.2  # fraction of the uniform share a class needs to count as covered
 FEATURE_DIM = 128
-CACHE_FORMAT = 1  # bump when the classifier's architecture or cache layout changes
+CACHE_FORMAT = 2  # bump when the classifier's architecture or cache layout changes
 
 
 # ----------------------------------------------------------------------------- 2-D mixtures
@@ -151,11 +151,13 @@ def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 class DomainClassifier(nn.Module):
-    """conv32 - pool - conv64 - pool - fc128 - fc K, with dropout; the fc128 output is the feature space.
+    """conv32 - BN - pool - conv64/2 - BN - fc128 - fc K, with dropout; fc128's output is the feature space.
 
-    Pooling after each convolution keeps the cost low enough to train on MNIST in about a minute
-    on two CPU threads. An adaptive pool to 7×7 makes the head independent of the input size, so
-    npz images of any size use the same architecture.
+    Cheap by design (the second convolution strides instead of pooling; ~1.5 MMAC per 28×28 image)
+    so that it trains on all of MNIST in about a minute on two CPU threads: 2 epochs reach ~99.0 %
+    test accuracy, 1 epoch ~98.7 %. Batch norm lets Adam use a high learning rate in so few steps;
+    dropout stays light for the same reason. An adaptive pool to 7×7 makes the head independent of
+    the input size, so npz images of any size use the same architecture.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: tuple[int, int] = (28, 28)):
@@ -165,17 +167,18 @@ class DomainClassifier(nn.Module):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),  # 28 -> 14
-            nn.Conv2d(32, 64, 3, padding=1),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),  # 14 -> 7
+            nn.BatchNorm2d(64),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # 14 -> 7
             nn.AdaptiveAvgPool2d((7, 7)),  # identity at 28×28
             nn.Flatten(),  # B×3136
-            nn.Dropout(0.25),
+            nn.Dropout(0.1),
         )
         self.fc = nn.Sequential(nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU(inplace=True))
-        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(FEATURE_DIM, num_classes))
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, num_classes))
 
     def features(self, x: Tensor) -> Tensor:
         """B×C×H×W in [-1, 1] -> B×128 penultimate activations."""
@@ -225,7 +228,9 @@ def get_classifier(
         return model.to(device).eval(), meta
 
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    target = torch.device(device)
+    forked = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
         model = DomainClassifier(shape["in_channels"], k, tuple(shape["image_size"])).to(device)
         _train(model, x_train, y_train, epochs, batch_size, seed, device)
@@ -284,8 +289,8 @@ def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
 def _train(
     model: DomainClassifier, x: Tensor, y: Tensor, epochs: int, batch_size: int, seed: int, device: torch.device | str
 ) -> None:
-    """Adam with a cosine learning-rate decay to zero: one or two epochs reach ~99 % on MNIST."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    """Adam (lr 3e-3) with a cosine decay to zero over the whole run: 2 epochs reach ~99 % on MNIST."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = max(1, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -294,7 +299,7 @@ def _train(
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=shuffle)
-        running, seen = 0.0, 0
+        running, seen = torch.zeros((), device=device), 0
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
             xb, yb = x[index].to(device, torch.float32), y[index].to(device)
@@ -303,9 +308,9 @@ def _train(
             loss.backward()
             optimizer.step()
             schedule.step()
-            running += float(loss) * len(index)
+            running += loss.detach() * len(index)  # no per-step device sync
             seen += len(index)
-        log.debug("domain classifier epoch %d: loss %.4f", epoch + 1, running / max(seen, 1))
+        log.debug("domain classifier epoch %d: loss %.4f", epoch + 1, float(running) / max(seen, 1))
     model.eval()
 
 
@@ -345,27 +350,39 @@ def _fit_to_classifier(samples: Tensor, model: DomainClassifier) -> Tensor:
     return torch.cat(resized).clamp(-1.0, 1.0)
 
 
+def reference_statistics(classifier: DomainClassifier, test_images: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Feature mean and covariance of the real test images: compute once, pass to every evaluation."""
+    features, _ = _predict(classifier, _fit_to_classifier(test_images, classifier))
+    return feature_statistics(features)
+
+
 def evaluate_images(
     samples: Tensor,
     classifier: DomainClassifier,
-    test_images: Tensor,
+    test_images: Tensor | tuple[np.ndarray, np.ndarray],
     labels: Tensor | None = None,
     num_classes: int | None = None,
 ) -> dict[str, Any]:
     """Domain FID, class coverage and confidence of N×C×H×W samples in [-1, 1] (see module docstring).
 
-    ``test_images`` are the real test split at the classifier's size; ``labels`` are the classes a
-    conditional generator was asked for (adds ``label_accuracy``). ``num_classes`` defaults to the
-    classifier's; it must not be smaller.
+    ``test_images`` are the real test split (resized like the samples if needed), or their
+    ``reference_statistics`` computed beforehand, which saves a pass over the test split per
+    evaluation. ``labels`` are the classes a conditional generator was asked for (adds
+    ``label_accuracy``). ``num_classes`` defaults to the classifier's; it must not be smaller.
     """
-    if len(samples) < 2 or len(test_images) < 2:
-        raise ValueError("need at least 2 samples and 2 test images")
+    if isinstance(test_images, Tensor):
+        if len(test_images) < 2:
+            raise ValueError("need at least 2 test images")
+        reference = reference_statistics(classifier, test_images)
+    else:
+        reference = (np.asarray(test_images[0], np.float64), np.asarray(test_images[1], np.float64))
+    if len(samples) < 2:
+        raise ValueError("need at least 2 samples")
     k = classifier.num_classes if num_classes is None else int(num_classes)
     if k < classifier.num_classes:
         raise ValueError(f"num_classes {k} is below the classifier's {classifier.num_classes}")
     sample_features, logits = _predict(classifier, _fit_to_classifier(samples, classifier))
-    test_features, _ = _predict(classifier, _fit_to_classifier(test_images, classifier))
-    fid = frechet_distance(*feature_statistics(sample_features), *feature_statistics(test_features))
+    fid = frechet_distance(*feature_statistics(sample_features), *reference)
 
     probabilities = logits.softmax(dim=1)
     predicted = probabilities.argmax(dim=1)

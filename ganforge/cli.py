@@ -117,8 +117,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.submit:
             from ganforge.client import Client
 
+            def worker_alive() -> None:
+                if worker.poll() is not None:
+                    raise CLIError(f"the worker exited (code {worker.returncode}); see {settings.data_dir / 'worker.log'}")
+
             code = _submit_and_wait(Client(url), args.submit, show_progress=True, json_out=False,
-                                    fetch_to=Path(args.fetch_to) if args.fetch_to else None)
+                                    fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive)
             if args.exit_when_done:
                 return code
         signal.pause()
@@ -152,20 +156,23 @@ def _out(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
 
 
-def _wait(client, job_id: str, show_progress: bool) -> dict[str, Any]:
+def _wait(client, job_id: str, show_progress: bool, alive=lambda: None) -> dict[str, Any]:
+    """Poll until the job ends; ``alive()`` may raise CLIError (e.g. the local worker died)."""
     from tqdm import tqdm
 
     job = client.job(job_id)
-    bar = tqdm(total=job["progress"]["total"], unit="step", disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=job["progress"]["total"], unit="step", disable=not show_progress, file=sys.stderr,
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     try:
         while True:
+            alive()
             job = client.job(job_id)
             bar.update(job["progress"]["step"] - bar.n)
             metrics = job.get("latest_metrics") or {}
             if metrics:
-                bar.set_postfix(status=job["status"], loss_d=f"{metrics.get('loss_d', 0):.3f}", loss_g=f"{metrics.get('loss_g', 0):.3f}")
+                bar.set_postfix(status=job["status"], loss_d=f"{metrics.get('loss_d', 0):.3f}", loss_g=f"{metrics.get('loss_g', 0):.3f}", refresh=False)
             else:
-                bar.set_postfix(status=job["status"])
+                bar.set_postfix(status=job["status"], refresh=False)
             if job["status"] in TERMINAL:
                 return job
             time.sleep(1.0)
@@ -173,14 +180,15 @@ def _wait(client, job_id: str, show_progress: bool) -> dict[str, Any]:
         bar.close()
 
 
-def _submit_and_wait(client, spec_path: str, show_progress: bool, json_out: bool, fetch_to: Path | None = None) -> int:
+def _submit_and_wait(client, spec_path: str, show_progress: bool, json_out: bool, fetch_to: Path | None = None,
+                     alive=lambda: None) -> int:
     from ganforge.client import APIError
 
     spec = read_spec(spec_path)
     try:
         job = client.submit(spec.model_dump(mode="json"))
         print(f"submitted job {job['id']} ({spec.name})", flush=True)
-        job = _wait(client, job["id"], show_progress)
+        job = _wait(client, job["id"], show_progress, alive)
     except APIError as exc:
         raise CLIError(exc.describe()) from None
     print(f"job {job['id']} {job['status']}" + (f": {job['error']}" if job.get("error") else ""))

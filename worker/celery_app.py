@@ -24,10 +24,11 @@ def make_celery(broker_url: str) -> Celery:
         task_default_queue="cpu",
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
-        # With Redis an unacknowledged message comes back after this many seconds: longer than
-        # a job's lease so the claim fencing, not the broker, decides who runs a job.
-        broker_transport_options={"visibility_timeout": 6 * 3600},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    if broker_url.startswith(("redis://", "rediss://")):
+        # With Redis an unacknowledged message comes back after this many seconds: longer than
+        # a job's lease, so the claim fencing, not the broker, decides who runs a job.
+        app.conf.broker_transport_options = {"visibility_timeout": 6 * 3600}
     return app
