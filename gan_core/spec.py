@@ -138,6 +138,10 @@ class TrainSpec(_Strict):
     gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="wgan-gp gradient penalty weight")
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="one-sided: real target 1 - s")
     aux_weight: float = Field(1.0, ge=0.0, le=100.0, description="acgan classification loss weight")
+    lr_decay: Literal["none", "linear"] = Field(
+        "none", description="'linear': both learning rates fall linearly from lr_decay_start towards 0 at the last step"
+    )
+    lr_decay_start: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of train.steps where the decay begins")
 
     @field_validator("steps")
     @classmethod

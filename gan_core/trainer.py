@@ -219,6 +219,24 @@ def train_step(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec
     return stats
 
 
+def lr_factor(train, step: int) -> float:
+    """Multiplier of the base learning rates for the update at ``step`` (1-based)."""
+    if train.lr_decay == "none":
+        return 1.0
+    start = train.lr_decay_start * train.steps
+    if step <= start:
+        return 1.0
+    return max(0.0, (train.steps - step + 1) / (train.steps - start + 1))
+
+
+def set_learning_rates(state: GANState, train, step: int, scale: float = 1.0) -> None:
+    factor = lr_factor(train, step) * scale
+    for group in state.opt_d.param_groups:
+        group["lr"] = train.lr_d * factor
+    for group in state.opt_g.param_groups:
+        group["lr"] = train.lr_g * factor
+
+
 def train_step_floats(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec) -> dict[str, float]:
     """``train_step`` read back as Python floats (one synchronisation), for tests and notebooks."""
     return {k: v.item() for k, v in train_step(state, data, noise, spec, with_grad_norms=True).items()}
@@ -305,6 +323,8 @@ class Trainer:
                 break
             step = state.step + 1
             log_now = step % spec.log_every == 0 or step == total
+            if spec.train.lr_decay != "none":
+                set_learning_rates(state, spec.train, step)
             with self._autocast:
                 stats = train_step(state, self.data, self.noise, spec, with_grad_norms=log_now)
             window.append(stats)

@@ -19,7 +19,11 @@ checkouts can run the suite on one machine at the same time.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 import secrets
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -225,3 +229,64 @@ def s3_bucket(s3_client) -> str:
     bucket = f"ganforge-test-{secrets.token_hex(6)}"
     s3_client.create_bucket(Bucket=bucket)
     return f"s3://{bucket}/prefix"
+
+
+# ---- service processes -------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def service_env(migrated_pg, redis_url, s3_bucket, s3_server, tmp_path):
+    env = dict(os.environ)
+    env.update({
+        "GANFORGE_MODE": "production",
+        "GANFORGE_DATABASE_URL": migrated_pg,
+        "GANFORGE_BROKER_URL": redis_url,
+        "GANFORGE_STORAGE_URL": s3_bucket,
+        "GANFORGE_SECRET_KEY": "test-secret-key-for-signing-urls",
+        "AWS_ENDPOINT_URL": s3_server,
+        "GANFORGE_LEASE_SECONDS": "30",
+        "GANFORGE_HOME": str(tmp_path / "home"),
+        "OMP_NUM_THREADS": "1",
+        "GANFORGE_LOG_JSON": "1",
+    })
+    return env
+
+
+def _start_worker(env, tmp_path, name="w1"):
+    """A real `ganforge worker` process on the cpu queue; its log goes to tmp_path/<name>.log."""
+    log = (tmp_path / f"{name}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", "--queues", "cpu", "--hostname", f"{name}@test"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def _stop_worker(proc):
+    """SIGTERM (warm shutdown), then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture()
+def stop_worker():
+    return _stop_worker
+
+
+@pytest.fixture()
+def start_worker():
+    """start_worker(env, tmp_path, name) -> Popen; every worker started is stopped at teardown."""
+    started = []
+
+    def start(env, tmp_path, name="w1"):
+        proc = _start_worker(env, tmp_path, name)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        _stop_worker(proc)

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
-
 import pytest
 from sqlalchemy import func, select
 
@@ -18,9 +12,6 @@ from jobs import lifecycle
 from jobs.models import Artifact, Job, Metric
 from jobs.services import Services
 from jobs.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def ring_spec(steps=60, **extra) -> JobSpec:
     doc = {"name": "ring-e2e", "dataset": {"name": "ring8"},
@@ -32,51 +23,16 @@ def ring_spec(steps=60, **extra) -> JobSpec:
 
 
 @pytest.fixture()
-def service_env(migrated_pg, redis_url, s3_bucket, s3_server, tmp_path):
-    env = dict(os.environ)
-    env.update({
-        "GANFORGE_MODE": "production",
-        "GANFORGE_DATABASE_URL": migrated_pg,
-        "GANFORGE_BROKER_URL": redis_url,
-        "GANFORGE_STORAGE_URL": s3_bucket,
-        "GANFORGE_SECRET_KEY": "test-secret-key-for-signing-urls",
-        "AWS_ENDPOINT_URL": s3_server,
-        "GANFORGE_LEASE_SECONDS": "30",
-        "GANFORGE_HOME": str(tmp_path / "home"),
-        "OMP_NUM_THREADS": "1",
-        "GANFORGE_LOG_JSON": "1",
-    })
-    return env
-
-
-@pytest.fixture()
 def services(service_env):
     svc = Services.from_settings(Settings.from_env(service_env))
     yield svc
     svc.db.dispose()
 
 
-def start_worker(env, tmp_path, name="w1") -> subprocess.Popen:
-    log = (tmp_path / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", "--queues", "cpu", "--hostname", f"{name}@test"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def stop_worker(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture()
-def worker(service_env, tmp_path):
+def worker(service_env, start_worker, tmp_path):
     proc = start_worker(service_env, tmp_path)
     yield proc
-    stop_worker(proc)
     print((tmp_path / "w1.log").read_text()[-3000:])
 
 
@@ -145,7 +101,7 @@ def test_cancel_running_job_saves_a_checkpoint(services, worker):
     assert ckpts and ckpts[-1] == job.progress_step > 0
 
 
-def test_cancelled_queued_job_never_runs(services, service_env, tmp_path):
+def test_cancelled_queued_job_never_runs(services, service_env, start_worker, stop_worker, tmp_path):
     job_id = submit(services, ring_spec())
     lifecycle.request_cancel(services.db, job_id)  # before any worker exists
     proc = start_worker(service_env, tmp_path, "w2")

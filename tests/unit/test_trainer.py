@@ -190,3 +190,21 @@ def test_resume_refuses_a_checkpoint_of_another_model():
     other = ring_spec(model={"hidden_g": [16]})
     with pytest.raises(ckpt.CheckpointError, match="model"):
         Trainer(other, resume_from=saved)
+
+
+def test_linear_lr_decay_reaches_zero_at_the_last_step():
+    spec = ring_spec(train={"steps": 10, "lr_decay": "linear", "lr_decay_start": 0.5, "lr_d": 1e-3, "lr_g": 2e-3})
+    trainer = Trainer(spec)
+    seen = []
+    original = trainer.state.opt_g.step
+
+    def record(*a, **k):
+        seen.append(trainer.state.opt_g.param_groups[0]["lr"])
+        return original(*a, **k)
+
+    trainer.state.opt_g.step = record
+    trainer.run()
+    assert seen[:5] == [2e-3] * 5
+    assert all(a > b for a, b in zip(seen[4:], seen[5:]))
+    assert seen[-1] == pytest.approx(2e-3 / 6) and seen[-1] > 0
+    assert trainer.state.opt_d.param_groups[0]["lr"] == pytest.approx(1e-3 / 6)
