@@ -45,7 +45,7 @@ MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TEST_LABELS_RAW_SHA256 = "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
 
-needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST files not available")
+needs_mnist = pytest.mark.usefixtures("data_dir")  # fails (never skips) without MNIST
 
 
 def offline_config(tmp_path: Path, data_dir: Path | None = SHARED) -> DataConfig:
@@ -72,7 +72,7 @@ def cache_files(config: DataConfig) -> list[Path]:
 @pytest.fixture(scope="module")
 def mnist_train() -> tuple[np.ndarray, np.ndarray]:
     if not MNIST_DIR.is_dir():
-        pytest.skip("MNIST files not available")
+        pytest.fail("MNIST files not available: set GANFORGE_DATA_DIR")
     return load_idx_split("mnist", "train", DataConfig(data_dir=SHARED, mirrors={"mnist": []}))
 
 

@@ -147,7 +147,7 @@ def mnist(split: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-needs_mnist = pytest.mark.skipif(not MNIST_DIR.exists(), reason="MNIST files are not on this machine")
+needs_mnist = pytest.mark.usefixtures("data_dir")  # fails (never skips) without MNIST
 
 
 @pytest.fixture(scope="module")
