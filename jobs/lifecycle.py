@@ -296,6 +296,3 @@ def is_cancel_requested(db: Database, job_id: str) -> bool:
     with db.session() as session:
         return bool(session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one_or_none())
 
-
-def started_since(job: Job) -> datetime | None:
-    return job.started_at

@@ -29,16 +29,6 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-
-
 @dataclass(frozen=True)
 class Settings:
     mode: str = "embedded"  # embedded | production
@@ -54,7 +44,6 @@ class Settings:
     max_batch_size: int = 4096
     max_eval_samples: int = 50_000
     max_generate_samples: int = 1024
-    metrics_batch_steps: int = 1  # metric rows are written once per log window; kept for tuning
     lease_seconds: int = 60
     worker_id: str = ""
     dataset_dir: Path | None = None  # GANFORGE_DATA_DIR: one folder per dataset

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 from typing import Any
 
@@ -29,21 +31,71 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class Uploader:
+    """Uploads artifacts on a background thread, so training does not wait for the store.
+
+    Bytes are handed over already serialised; the first failure is re-raised on the training
+    thread at the next ``submit`` or at ``drain``. At most ``depth`` uploads wait at a time.
+    """
+
+    def __init__(self, services: Services, claim: Claim, depth: int = 4):
+        self.services = services
+        self.claim = claim
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"upload-{claim.job_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self._upload(*item)
+            except BaseException as exc:  # kept for the training thread to raise
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _upload(self, kind: str, step: int, key: str, data: bytes, content_type: str) -> None:
+        stored = self.services.storage.put(key, data, content_type)
+        lifecycle.record_artifact(self.services.db, self.claim.job_id, self.claim.token, kind=kind, step=step,
+                                  key=stored.key, size=stored.size, sha256=stored.sha256, content_type=content_type)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, kind: str, step: int, key: str, data: bytes, content_type: str) -> None:
+        self._raise()
+        self._queue.put((kind, step, key, data, content_type))
+
+    def drain(self) -> None:
+        """Wait until every submitted upload has landed (or raise the first failure)."""
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+
 class JobReporter(Callbacks):
     """Trainer callbacks that write metrics, upload artifacts and poll for cancellation."""
 
-    def __init__(self, services: Services, claim: Claim):
+    def __init__(self, services: Services, claim: Claim, uploader: Uploader):
         self.services = services
         self.claim = claim
+        self.uploader = uploader
         self.lease = services.settings.lease_seconds
         self.cancel_requested = False
         self._last_beat = time.monotonic()
         self.step = 0
 
     def _upload(self, kind: str, step: int, key: str, data: bytes, content_type: str) -> None:
-        stored = self.services.storage.put(key, data, content_type)
-        lifecycle.record_artifact(self.services.db, self.claim.job_id, self.claim.token, kind=kind, step=step,
-                                  key=stored.key, size=stored.size, sha256=stored.sha256, content_type=content_type)
+        self.uploader.submit(kind, step, key, data, content_type)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.step = step
@@ -105,7 +157,8 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None) -> st
         log.info("job %s is not free (finished, cancelled or held by a live lease): nothing to do", job_id)
         return "skipped"
     log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
-    reporter = JobReporter(services, claim)
+    uploader = Uploader(services, claim)
+    reporter = JobReporter(services, claim, uploader)
     try:
         with services.db.session() as session:
             spec = JobSpec.model_validate(lifecycle.get(session, job_id).spec)
@@ -116,12 +169,14 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None) -> st
         result = trainer.run()
         if result.stopped:
             reporter.on_checkpoint(result.step, trainer.checkpoint())
+            uploader.drain()
             lifecycle.finish(services.db, job_id, claim.token, "cancelled", f"cancelled at step {result.step}", step=result.step)
             return "cancelled"
         reporter._upload("final_model", result.step, final_key(job_id), ckpt.to_bytes(trainer.generator_file()),
                          "application/octet-stream")
         reporter._upload("loss_plot", result.step, f"jobs/{job_id}/final/loss_plot.png",
                          loss_plot(services, job_id, f"{spec.name}: losses and D accuracy"), "image/png")
+        uploader.drain()  # the job is not done before every artifact is in the store
         lifecycle.finish(services.db, job_id, claim.token, "succeeded", f"finished {result.step} steps",
                          evaluation=result.evaluation, step=result.step)
         return "succeeded"
@@ -135,6 +190,8 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None) -> st
     except Exception as exc:  # a bug or an outage: record a readable reason, keep the traceback in the log
         log.exception("job %s failed", job_id)
         return _fail(services, claim, f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        uploader.close()
 
 
 def _fail(services: Services, claim: Claim, reason: str) -> str:
