@@ -14,7 +14,8 @@ COPY api api
 COPY worker worker
 COPY migrations migrations
 COPY presets presets
-RUN pip install .
+# Editable, so jobs/migrate.py finds /app/migrations beside the package.
+RUN pip install -e .
 RUN useradd --create-home ganforge
 USER ganforge
 EXPOSE 8080

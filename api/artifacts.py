@@ -35,7 +35,7 @@ def content(artifact_id: str):
         except SignatureError as exc:
             raise APIError(403, "forbidden", f"this download URL is not valid: {exc}; list the artifacts again") from None
     svc = services()
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         artifact = session.scalar(select(Artifact).where(Artifact.id == artifact_id))
     if artifact is None:
         raise not_found("artifact")

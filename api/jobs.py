@@ -162,7 +162,7 @@ def list_jobs():
         stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
     # Newest first; the id breaks ties so the order (and the keyset) is total.
     stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    with services().db.session() as session:
+    with services().db.read() as session:
         rows = session.execute(stmt).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
@@ -172,7 +172,7 @@ def list_jobs():
 @bp.get("/<job_id>")
 def get_job(job_id: str):
     check_id(job_id, "job")
-    with services().db.session() as session:
+    with services().db.read() as session:
         return jsonify(_job_view(session, job_id))
 
 
@@ -218,7 +218,7 @@ def job_metrics(job_id: str):
         stmt = stmt.where(Metric.name.in_(names))
     if since_step is not None:
         stmt = stmt.where(Metric.step > since_step)
-    with services().db.session() as session:
+    with services().db.read() as session:
         _require_job(session, job_id)
         rows = session.execute(stmt.order_by(Metric.name, Metric.step)).all()
     collected: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names or ()}
@@ -238,7 +238,7 @@ def job_metrics(job_id: str):
 def job_samples(job_id: str):
     """Sample grids by step, each with a URL valid for ``presign_ttl_seconds``."""
     check_id(job_id, "job")
-    with services().db.session() as session:
+    with services().db.read() as session:
         _require_job(session, job_id)
         grids = _artifacts(session, job_id, "sample_grid")
     return jsonify({"items": [_download(a) for a in grids]})
@@ -249,7 +249,7 @@ def job_checkpoints(job_id: str):
     """Training checkpoints by step in ``items``; the final generator file (written when the job
     succeeds) under ``final`` (null until then)."""
     check_id(job_id, "job")
-    with services().db.session() as session:
+    with services().db.read() as session:
         _require_job(session, job_id)
         checkpoints = _artifacts(session, job_id, "checkpoint")
         finals = _artifacts(session, job_id, "final_model")

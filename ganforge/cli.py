@@ -85,8 +85,10 @@ def cmd_api(args: argparse.Namespace) -> int:
         server.shutdown()
         return 0
     workers = args.workers or (2 * (os.cpu_count() or 1) + 1)
+    # gthread workers keep connections alive (clients poll); the app logs each request itself.
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}",
-                               "--workers", str(workers), "--access-logfile", "-", "api:create_app()"])
+                               "--workers", str(workers), "--worker-class", "gthread", "--threads", "4",
+                               "--keep-alive", "5", "api:create_app()"])
     return 0
 
 
