@@ -125,9 +125,10 @@ def submit_job():
     try:
         svc.queue.enqueue(job_id, queue)
     except Exception:
-        # The job is safe in the database as queued; the reconciler re-sends queued jobs
-        # that no worker has claimed. The client still gets its job.
-        log.exception("job %s was saved but could not be enqueued on %s; it stays queued for the reconciler",
+        # The job is safe in the database as queued and the client still gets it. Re-sending
+        # queued jobs whose message was lost is the reconciler's work (the "nothing lost"
+        # issue; not built yet).
+        log.exception("job %s was saved but could not be enqueued on %s; it stays queued",
                       job_id, queue, extra={"job_id": job_id})
     else:
         log.info("job %s submitted on %s", job_id, queue, extra={"job_id": job_id})
