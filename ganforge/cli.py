@@ -110,6 +110,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_json, stream=(settings.data_dir / "api.log").open("a"))
     upgrade(settings.database_url)
+
+    def on_sigterm(signum, frame):  # stop like Ctrl-C, so the worker below is stopped too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     worker = _spawn_worker(dict(os.environ), args.queues, settings.data_dir / "worker.log")
     server = _serve_embedded(args.host, args.port)
     url = f"http://{args.host}:{server.server_port}"

@@ -118,3 +118,21 @@ def test_embedded_mode_end_to_end(tmp_path):
     finally:
         up.terminate()
         up.wait(40)
+    # Stopping `ganforge up` (SIGTERM) stops its worker too: no orphan keeps running.
+    deadline = time.monotonic() + 40
+    while _processes_with_env(f"GANFORGE_HOME={tmp_path / 'home'}") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_with_env(f"GANFORGE_HOME={tmp_path / 'home'}") == []
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
