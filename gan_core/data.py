@@ -697,12 +697,14 @@ def build_dataset(
     return ImageDataset(images, labels, num_classes, device, seed)
 
 
-def load_test_images(spec: DatasetSpec, config: DataConfig) -> tuple[Tensor, Tensor | None] | None:
-    """The test split at native size: images (N, 1, 28, 28) in [-1, 1] and int64 labels, on
-    the CPU; None for datasets without a test split (npz, point mixtures)."""
+def load_test_images(
+    spec: DatasetSpec, config: DataConfig, split: Literal["train", "test"] = "test"
+) -> tuple[Tensor, Tensor | None] | None:
+    """A split (the test split by default) at native size: images (N, 1, 28, 28) in [-1, 1] and
+    int64 labels, on the CPU; None for datasets without a test split (npz, point mixtures)."""
     if spec.name not in KNOWN_FILES:
         return None
-    images, labels = load_idx_split(spec.name, "test", config)
+    images, labels = load_idx_split(spec.name, split, config)
     return _to_model_range(images[:, None], torch.device("cpu"), None), torch.from_numpy(labels)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gan_core import evaluation
-from gan_core.data import DataConfig, Dataset, dataset_fingerprint, load_idx_split, load_test_images
+from gan_core.data import DataConfig, Dataset, dataset_fingerprint, load_test_images
 from gan_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ class Evaluator:
         spec = self.spec.dataset
         test = load_test_images(spec, self.config)
         if test is not None:  # built-in dataset: train split at native size, test split
-            images, labels = load_idx_split(spec.name, "train", self.config)
-            train = (torch.from_numpy(images[:, None].copy()).float().div_(127.5).sub_(1.0), torch.from_numpy(labels))
+            train = load_test_images(spec, self.config, split="train")
         elif getattr(self.data, "labels", None) is not None:  # labelled npz: its own images
             train = test = (self.data.images.cpu(), self.data.labels.cpu())
         else:
