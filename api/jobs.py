@@ -6,12 +6,14 @@ here trains.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
-from flask import Blueprint, Response, jsonify, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 from api.errors import APIError, invalid, not_found
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
 from api.schemas import (
+    DETAIL_COLUMNS,
     SUMMARY_COLUMNS,
     GenerateRequest,
     artifact_to_dict,
@@ -69,7 +72,7 @@ def _require_job(session: Session, job_id: str) -> None:
 
 def _job_view(session: Session, job_id: str) -> dict[str, Any]:
     # Plain rows, not ORM objects: this is the most polled endpoint, and rows cost a third less.
-    job = session.execute(select(*SUMMARY_COLUMNS, Job.spec).where(Job.id == job_id)).one_or_none()
+    job = session.execute(select(*DETAIL_COLUMNS).where(Job.id == job_id)).one_or_none()
     if job is None:
         raise not_found("job")
     events = session.execute(
@@ -116,33 +119,61 @@ def downsample(steps: Sequence[int], values: Sequence[Any], max_points: int | No
 
 
 # ---- jobs ---------------------------------------------------------------------------------------
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as the IETF draft's examples
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise APIError(422, "invalid_header", "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                       [{"field": "Idempotency-Key", "problem": "must be 1 to 255 visible ASCII characters"}])
+    return key
+
+
 @bp.post("")
 def submit_job():
+    """Submit a job. With an ``Idempotency-Key`` header a retried POST returns the job the first
+    one made (header ``Idempotent-Replayed: true``); the same key with another body is a 409."""
     svc = services()
+    key = _idempotency_key()
     doc = _object_body("invalid_spec", "job spec")
     try:
         spec = JobSpec.model_validate(doc, context=svc.settings.spec_limits)
     except ValidationError as exc:
         raise _invalid_body("invalid_spec", exc, "job spec") from None
-    with svc.db.session() as session:
-        job = lifecycle.submit(session, spec, tenant=TENANT, auto_queue="cpu")
-        job_id, queue = job.id, job.queue
-    # Only now is the row committed: a worker handed the id can always find the job.
-    try:
-        svc.queue.enqueue(job_id, queue)
-    except Exception:
-        # The job is safe in the database as queued and the client still gets it. Re-sending
-        # queued jobs whose message was lost is the reconciler's work (the "nothing lost"
-        # issue; not built yet).
-        log.exception("job %s was saved but could not be enqueued on %s; it stays queued",
-                      job_id, queue, extra={"job_id": job_id})
+    created = True
+    if key is None:
+        with svc.db.session() as session:
+            job = lifecycle.submit(session, spec, tenant=TENANT, auto_queue="cpu")
+            job_id, queue = job.id, job.queue
     else:
-        log.info("job %s submitted on %s", job_id, queue, extra={"job_id": job_id})
+        body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        try:
+            job_id, created = lifecycle.submit_once(svc.db, spec, TENANT, key, body_hash, auto_queue="cpu")
+        except lifecycle.IdempotencyConflict as exc:
+            raise APIError(409, "idempotency_conflict", str(exc),
+                           [{"field": "Idempotency-Key", "problem": "already used with a different request body"}]) from None
+        queue = lifecycle.queue_for(spec, "cpu")
+    # Only now is the row committed: a worker handed the id can always find the job.
+    if created:
+        try:
+            svc.queue.enqueue(job_id, queue)
+        except Exception:
+            # The job is safe in the database as queued and the client still gets it; the
+            # reconciler sends it again once it has waited requeue_after_seconds.
+            log.exception("job %s was saved but could not be enqueued on %s; it stays queued",
+                          job_id, queue, extra={"job_id": job_id})
+        else:
+            log.info("job %s submitted on %s", job_id, queue, extra={"job_id": job_id})
     with svc.db.session() as session:
         view = _job_view(session, job_id)
     response = jsonify(view)
     response.status_code = 201
     response.headers["Location"] = f"/v1/jobs/{job_id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 

@@ -25,6 +25,8 @@ SUMMARY_COLUMNS = (
     Job.error, Job.cancel_requested, Job.latest_metrics, Job.evaluation, Job.created_at, Job.updated_at,
     Job.started_at, Job.finished_at,
 )
+# ... and what only the single-job view shows.
+DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -77,7 +79,9 @@ def event_to_dict(event: JobEvent) -> dict[str, Any]:
 
 def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
-    return {**job_summary(job), "spec": job.spec, "events": [event_to_dict(e) for e in events]}
+    return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
+            "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
+            "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
 def artifact_to_dict(artifact: Artifact, url: str, expires_at: datetime) -> dict[str, Any]:

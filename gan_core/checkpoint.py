@@ -115,7 +115,7 @@ def load(source: str | os.PathLike[str] | bytes | BinaryIO, expect: str | None =
         raise CheckpointError(f"{name}: not a ganforge checkpoint (not a PyTorch archive)")
     try:
         data = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         # weights_only refuses every global it does not know: a foreign or malicious pickle.
         raise CheckpointError(
             f"{name}: refused to load: it holds Python objects besides tensors and plain values, "

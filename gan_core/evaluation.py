@@ -400,3 +400,14 @@ def evaluate_images(
             raise ValueError(f"{len(labels)} labels for {n} samples")
         results["label_accuracy"] = float((predicted == labels.long().cpu()).float().mean())
     return results
+
+
+def quality_score(results: dict[str, Any]) -> float | None:
+    """One number per evaluation, lower is better, for picking the best checkpoint: the domain
+    FID for images; for the 2-D mixtures, missed modes plus the fraction of low-quality samples
+    (so a missed mode always weighs more than any HQ difference). None when nothing was scored."""
+    if results.get("domain_fid") is not None:
+        return float(results["domain_fid"])
+    if results.get("n_modes") is not None and results.get("modes") is not None:
+        return float(results["n_modes"] - results["modes"]) + (100.0 - float(results.get("hq_percent", 0.0))) / 100.0
+    return None

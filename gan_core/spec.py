@@ -190,6 +190,19 @@ class JobSpec(_Strict):
     sample_count: int = Field(64, ge=1, le=400, description="samples in each fixed-noise grid")
     checkpoint_every: int = Field(1000, ge=1)
     eval_every: int | None = Field(None, ge=1)
+    # How the service runs the job (gan_core itself ignores these).
+    max_attempts: int = Field(3, ge=1, le=20, description="attempts before a job whose worker keeps dying fails")
+    max_runtime_seconds: float | None = Field(
+        None, gt=0, description="training time over all attempts; then the job stops and saves a checkpoint"
+    )
+    on_max_runtime: Literal["fail", "keep"] = Field(
+        "fail", description="at max_runtime_seconds: 'fail' (reason max_runtime_exceeded) or 'keep' (succeed "
+        "with the generator trained so far)"
+    )
+    keep_checkpoints: int = Field(3, ge=1, le=1000, description="the latest K checkpoints stay in storage")
+    keep_best_checkpoint: bool = Field(
+        True, description="also keep the checkpoint with the best evaluation (a checkpoint step that was evaluated)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

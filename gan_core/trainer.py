@@ -58,6 +58,11 @@ class Callbacks:
     def should_stop(self) -> bool:
         return False
 
+    def long_operation(self, name: str) -> contextlib.AbstractContextManager:
+        """Wraps work that polls nothing for a while (evaluation: perhaps training the domain
+        classifier first); a service keeps its lease alive in here."""
+        return contextlib.nullcontext()
+
 
 @dataclass
 class GANState:
@@ -279,6 +284,8 @@ class Trainer:
         if spec.compile:
             self._compile()
         self._evaluator = None
+        # Multiplies the learning rates; a service halves it after rolling back a divergence.
+        self.lr_scale = 1.0
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
@@ -317,6 +324,8 @@ class Trainer:
         stopped = False
         state.generator.train()
         state.discriminator.train()
+        if spec.train.lr_decay == "none":
+            set_learning_rates(state, spec.train, state.step + 1, self.lr_scale)
         while state.step < total:
             if cb.should_stop():
                 stopped = True
@@ -324,7 +333,7 @@ class Trainer:
             step = state.step + 1
             log_now = step % spec.log_every == 0 or step == total
             if spec.train.lr_decay != "none":
-                set_learning_rates(state, spec.train, step)
+                set_learning_rates(state, spec.train, step, self.lr_scale)
             with self._autocast:
                 stats = train_step(state, self.data, self.noise, spec, with_grad_norms=log_now)
             window.append(stats)
@@ -340,14 +349,17 @@ class Trainer:
                 if sample_now:
                     cb.on_samples(step, self.sample_grid())
                 if eval_now and step != total:
-                    cb.on_evaluation(step, self.evaluate())
+                    with cb.long_operation("evaluation"):
+                        results = self.evaluate()
+                    cb.on_evaluation(step, results)
                 if ckpt_now:
                     cb.on_checkpoint(step, self.checkpoint())
                 window, window_start, t0 = [], step, time.perf_counter()
         if window:  # stopped early: no loss of the partial window's finiteness check
             self._flush(window, window_start, time.perf_counter() - t0)
         if not stopped and state.step >= spec.train.steps and spec.eval.at_end:
-            evaluation = self.evaluate()
+            with cb.long_operation("evaluation"):
+                evaluation = self.evaluate()
             cb.on_evaluation(state.step, evaluation)
         return TrainResult(step=state.step, stopped=stopped, metrics=last_metrics, evaluation=evaluation)
 

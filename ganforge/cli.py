@@ -44,6 +44,25 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import time
+
+    from jobs.logs import configure_logging
+    from jobs.services import Services
+    from worker.reconciler import reconcile_once
+
+    settings = _settings()
+    configure_logging(settings.log_json)
+    services = Services.from_settings(settings)
+    while True:
+        counts = reconcile_once(services)
+        print(json.dumps(counts) if args.json else
+              ", ".join(f"{name.replace('_', ' ')}: {n}" for name, n in counts.items()), flush=True)
+        if args.once:
+            return 0
+        time.sleep(settings.reconcile_seconds)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.logs import configure_logging
     from worker.celery_app import make_celery
@@ -324,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queues", default="cpu,gpu")
     p.add_argument("--hostname")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("reconcile", help="requeue jobs whose worker died or whose broker message was lost "
+                                         "(workers do this themselves; for cron or maintenance)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("db", help="database migrations")
     p.add_argument("action", choices=("upgrade", "downgrade"))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -69,7 +69,12 @@ def _event(session: Session, job: Job | str, from_status: str | None, to_status:
     session.add(JobEvent(job_id=job_id, from_status=from_status, to_status=to_status, message=message, attempt=attempt))
 
 
-def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue: str = "cpu") -> Job:
+class IdempotencyConflict(LifecycleError):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue: str = "cpu",
+           idempotency_key: str | None = None, request_hash: str | None = None) -> Job:
     """A new ``queued`` job (committed by the caller's unit of work; enqueue after the commit)."""
     job = Job(
         tenant=tenant,
@@ -78,11 +83,46 @@ def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue:
         status="queued",
         queue=queue_for(spec, auto_queue),
         total_steps=spec.train.steps,
+        max_attempts=spec.max_attempts,
+        enqueued_at=utcnow(),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
     session.add(job)
     session.flush()
     _event(session, job, None, "queued", "submitted")
     return job
+
+
+def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, request_hash: str,
+                auto_queue: str = "cpu") -> tuple[str, bool]:
+    """Submit unless this tenant already used ``idempotency_key``: (job id, created).
+
+    The same key with another request body raises IdempotencyConflict. Two racing requests
+    with one key insert once: the unique (tenant, key) index refuses the second, which then
+    reads the first one's job.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    def existing() -> tuple[str, str | None] | None:
+        with db.read() as session:
+            row = session.execute(select(Job.id, Job.request_hash).where(
+                Job.tenant == tenant, Job.idempotency_key == idempotency_key)).one_or_none()
+        return (row.id, row.request_hash) if row is not None else None
+
+    for _ in range(2):
+        found = existing()
+        if found is not None:
+            if found[1] != request_hash:
+                raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used with a different request body")
+            return found[0], False
+        try:
+            with db.session() as session:
+                job = submit(session, spec, tenant, auto_queue, idempotency_key, request_hash)
+                return job.id, True
+        except IntegrityError:
+            continue  # lost the race: the other request's job is there now
+    raise LifecycleError(f"could not submit with Idempotency-Key {idempotency_key!r}")
 
 
 def get(session: Session, job_id: str) -> Job:
@@ -93,27 +133,24 @@ def get(session: Session, job_id: str) -> Job:
 
 
 def claim(db: Database, job_id: str, worker_id: str, lease_seconds: int) -> Claim | None:
-    """Take a queued job (or one whose lease expired) for this worker; None if it is not free.
+    """Take a queued job for this worker; None if it is not free.
 
     One conditional UPDATE: of two workers handed the same id, exactly one gets the row. A job
-    whose lease expired on its last allowed attempt (``max_attempts``: its worker keeps dying,
-    e.g. out of memory) is ended instead of being run again forever.
+    still ``running`` under an expired lease (its worker died) is first handed back to the queue
+    (or ended, after ``max_attempts`` lost attempts) exactly as the reconciler would.
     """
-    now = utcnow()
-    token = secrets.token_hex(16)
     with db.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise JobNotFound(job_id)
-        previous = job.status
-        expired = and_(Job.status == "running", Job.lease_expires_at < now)
-        free = or_(
-            and_(Job.status == "queued", Job.cancel_requested.is_(False)),
-            and_(expired, Job.attempt < Job.max_attempts),
-        )
+        if job.status == "running" and job.lease_expires_at is not None and job.lease_expires_at < utcnow():
+            _expire(session, job)
+    now = utcnow()
+    token = secrets.token_hex(16)
+    with db.session() as session:
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, free)
+            .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
             .values(
                 status="running",
                 attempt=Job.attempt + 1,
@@ -126,33 +163,107 @@ def claim(db: Database, job_id: str, worker_id: str, lease_seconds: int) -> Clai
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
-            _end_exhausted(session, job, expired, now)
             return None
+        job = session.get(Job, job_id)
         session.refresh(job)
-        _event(session, job, previous, "running", f"claimed by {worker_id}", job.attempt)
+        _event(session, job, "queued", "running", f"claimed by {worker_id}", job.attempt)
         return Claim(job_id, token, job.attempt, worker_id)
 
 
-def _end_exhausted(session: Session, job: Job, expired, now: datetime) -> None:
-    """Fail (or, if asked to, cancel) a job whose lease expired on its last allowed attempt."""
-    message = (f"gave up after {job.attempt} attempts: the lease expired each time "
-               "(the worker died or lost the database)")
+def _expire(session: Session, job: Job) -> str | None:
+    """Hand back a running job whose lease expired: queued again with this attempt's reason
+    recorded, or — after ``max_attempts`` lost attempts — failed with every attempt's reason
+    (cancelled if cancellation was asked for). Returns the new status, None if another process
+    got there first (the UPDATE is conditional on the lease the caller saw)."""
+    reason = (f"attempt {job.attempt}: worker {job.worker_id} stopped renewing its lease "
+              "(killed, out of memory or cut off from the database)")
+    errors = list(job.attempt_errors or []) + [reason]
+    if job.cancel_requested:
+        status, error = "cancelled", None
+    elif len(errors) >= job.max_attempts:
+        status, error = "failed", f"gave up after {len(errors)} lost attempts: " + "; ".join(errors)
+    else:
+        status, error = "queued", None
+    now = utcnow()
+    values: dict[str, Any] = dict(status=status, attempt_errors=errors, lease_token=None, lease_expires_at=None,
+                                  worker_id=None, updated_at=now)
+    if status == "queued":
+        values["enqueued_at"] = now
+    else:
+        values.update(error=error, finished_at=now)
     result = session.execute(
         update(Job)
-        .where(Job.id == job.id, expired, Job.attempt >= Job.max_attempts)
-        .values(
-            status=case((Job.cancel_requested.is_(True), "cancelled"), else_="failed"),
-            error=case((Job.cancel_requested.is_(True), None), else_=message),
-            lease_token=None,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
+        .where(Job.id == job.id, Job.status == "running", Job.lease_token == job.lease_token,
+               Job.lease_expires_at < now)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:
-        session.refresh(job)
-        _event(session, job, "running", job.status, message, job.attempt)
+    if result.rowcount != 1:
+        return None
+    _event(session, job.id, "running", status, error or reason, job.attempt)
+    return status
+
+
+def expire_leases(db: Database, limit: int = 100) -> list[tuple[str, str]]:
+    """The reaper: every running job whose lease expired is requeued (or ended); returns the
+    (job id, queue) pairs now queued, for the caller to enqueue after this commit."""
+    now = utcnow()
+    requeued = []
+    with db.session() as session:
+        jobs = session.scalars(
+            select(Job).where(Job.status == "running", Job.lease_expires_at < now).limit(limit)
+        ).all()
+        for job in jobs:
+            if _expire(session, job) == "queued":
+                requeued.append((job.id, job.queue))
+    return requeued
+
+
+def expire_dead_local_workers(db: Database, host: str, alive) -> int:
+    """Expire at once the leases held by workers of this host whose process is gone.
+
+    Worker ids are ``host:pid``; ``alive(pid)`` says whether that process exists. A worker killed
+    on this host is noticed on the reconciler's next pass instead of after its lease runs out.
+    Returns how many leases were cut short.
+    """
+    prefix = f"{host}:"
+    cut = 0
+    with db.session() as session:
+        rows = session.execute(
+            select(Job.id, Job.worker_id, Job.lease_token).where(Job.status == "running", Job.worker_id.startswith(prefix))
+        ).all()
+        for job_id, worker_id, token in rows:
+            pid = worker_id[len(prefix):]
+            if not pid.isdigit() or alive(int(pid)):
+                continue
+            cut += session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_token == token, Job.status == "running")
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+                .execution_options(synchronize_session=False)
+            ).rowcount
+    return cut
+
+
+def stale_queued(db: Database, older_than_seconds: float, limit: int = 500) -> list[tuple[str, str]]:
+    """(id, queue) of queued jobs last sent to the broker more than ``older_than_seconds`` ago."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    with db.read() as session:
+        rows = session.execute(
+            select(Job.id, Job.queue).where(Job.status == "queued", Job.cancel_requested.is_(False),
+                                            or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
+            .order_by(Job.created_at).limit(limit)
+        ).all()
+    return [(row.id, row.queue) for row in rows]
+
+
+def mark_enqueued(db: Database, job_ids: Iterable[str]) -> None:
+    ids = list(job_ids)
+    if not ids:
+        return
+    with db.session() as session:
+        session.execute(update(Job).where(Job.id.in_(ids), Job.status == "queued").values(enqueued_at=utcnow())
+                        .execution_options(synchronize_session=False))
 
 
 def _owned(session: Session, job_id: str, token: str) -> Job:
@@ -176,14 +287,27 @@ def _owned(session: Session, job_id: str, token: str) -> Job:
     return job
 
 
-def heartbeat(db: Database, job_id: str, token: str, lease_seconds: int, step: int | None = None) -> bool:
-    """Extend the lease and record progress; returns whether cancellation was requested."""
+def heartbeat(db: Database, job_id: str, token: str, lease_seconds: int, step: int | None = None,
+              runtime_seconds: float | None = None) -> bool:
+    """Extend the lease and record progress (and the training time over all attempts); returns
+    whether cancellation was requested."""
     with db.session() as session:
         job = _owned(session, job_id, token)
         job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
         if step is not None:
             job.progress_step = step
+        if runtime_seconds is not None:
+            job.runtime_seconds = runtime_seconds
         return job.cancel_requested
+
+
+def record_divergence(db: Database, job_id: str, token: str, message: str) -> int:
+    """Count a non-finite loss (with an event saying what was done); returns the count so far."""
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        job.divergences = job.divergences + 1
+        _event(session, job, "running", "running", message, job.attempt)
+        return job.divergences
 
 
 def record_metrics(db: Database, job_id: str, token: str, rows: Iterable[tuple[int, dict[str, float]]], lease_seconds: int) -> bool:
@@ -217,7 +341,7 @@ def record_metrics(db: Database, job_id: str, token: str, rows: Iterable[tuple[i
 
 
 def record_artifact(db: Database, job_id: str, token: str, *, kind: str, step: int, key: str, size: int,
-                    sha256: str, content_type: str) -> Artifact:
+                    sha256: str, content_type: str, score: float | None = None) -> Artifact:
     """Register an uploaded object (one per job, kind and step: a re-upload replaces the row)."""
     with db.session() as session:
         _owned(session, job_id, token)
@@ -226,6 +350,7 @@ def record_artifact(db: Database, job_id: str, token: str, *, kind: str, step: i
         ).scalar_one_or_none()
         artifact = existing or Artifact(job_id=job_id, kind=kind, step=step)
         artifact.key, artifact.bytes, artifact.sha256, artifact.content_type = key, size, sha256, content_type
+        artifact.score = score
         artifact.created_at = utcnow()
         session.add(artifact)
         session.flush()
@@ -250,14 +375,18 @@ def finish(db: Database, job_id: str, token: str, status: str, message: str = ""
         job.lease_expires_at = None
 
 
-def release(db: Database, job_id: str, token: str, message: str) -> None:
-    """Give a running job back to the queue (graceful worker stop): running → queued."""
+def release(db: Database, job_id: str, token: str, message: str, step: int | None = None) -> None:
+    """Give a running job back to the queue (graceful worker stop): running → queued. A release
+    is not a lost attempt: it does not count against ``max_attempts``."""
     with db.session() as session:
         job = _owned(session, job_id, token)
+        if step is not None:
+            job.progress_step = step
         _transition(session, job, "queued", message)
         job.lease_token = None
         job.lease_expires_at = None
         job.worker_id = None
+        job.enqueued_at = utcnow()
 
 
 def request_cancel(db: Database, job_id: str, tenant: str | None = None) -> Job:
@@ -290,6 +419,35 @@ def _transition(session: Session, job: Job, to_status: str, message: str) -> Non
     if to_status in TERMINAL:
         job.finished_at = now
     _event(session, job, previous, to_status, message, job.attempt)
+
+
+def checkpoints_to_prune(db: Database, job_id: str, keep_last: int, keep_best: bool) -> list[Artifact]:
+    """Checkpoints outside the retention policy: all but the latest ``keep_last`` and (with
+    ``keep_best``) the one at the best-scored evaluation step. The latest — the one a resume
+    needs — is always kept."""
+    with db.read() as session:
+        checkpoints = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
+                                           .order_by(Artifact.step.desc())))
+        keep = {a.step for a in checkpoints[:max(1, keep_last)]}
+        if keep_best:
+            best = session.execute(
+                select(Artifact.step).where(Artifact.job_id == job_id, Artifact.kind == "evaluation",
+                                            Artifact.score.is_not(None),
+                                            Artifact.step.in_([a.step for a in checkpoints]))
+                .order_by(Artifact.score, Artifact.step.desc()).limit(1)
+            ).scalar_one_or_none()
+            if best is not None:
+                keep.add(best)
+        return [a for a in checkpoints if a.step not in keep]
+
+
+def forget_artifact(db: Database, job_id: str, token: str, artifact_id: str) -> None:
+    """Remove an artifact's row (under the job's lease); the caller deletes the object after."""
+    with db.session() as session:
+        _owned(session, job_id, token)
+        artifact = session.get(Artifact, artifact_id)
+        if artifact is not None and artifact.job_id == job_id:
+            session.delete(artifact)
 
 
 def is_cancel_requested(db: Database, job_id: str) -> bool:

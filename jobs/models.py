@@ -80,6 +80,15 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Reliability: why each lost attempt ended, training time over all attempts (max_runtime),
+    # rollbacks after a non-finite loss, when the id was last sent to the broker (the reconciler
+    # re-sends ids whose message was lost) and the client's Idempotency-Key for the submit.
+    attempt_errors: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    runtime_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    divergences: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -91,6 +100,7 @@ class Job(Base):
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at", "id"),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        Index("uq_jobs_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
     )
 
 
@@ -132,6 +142,9 @@ class Artifact(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(64))
+    # evaluation artifacts: lower is better (domain FID for images; for the 2-D mixtures, missed
+    # modes plus the fraction of low-quality samples); the checkpoint retention keeps the best.
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "kind", "step", name="uq_artifacts_job_kind_step"),)

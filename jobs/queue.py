@@ -16,6 +16,9 @@ class Enqueuer(Protocol):
     def check(self) -> None:
         """Raise if the broker cannot be reached (readiness)."""
 
+    def depth(self, queue: str) -> int | None:
+        """Messages waiting in ``queue``; None if the broker cannot tell."""
+
 
 class CeleryEnqueuer:
     def __init__(self, broker_url: str):
@@ -31,6 +34,19 @@ class CeleryEnqueuer:
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
 
+    def depth(self, queue: str) -> int | None:
+        from kombu.exceptions import ChannelError
+
+        try:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:  # the queue does not exist (e.g. Redis restarted empty): nothing waits
+            return 0
+        except Exception as exc:
+            log.warning("cannot read the depth of queue %s: %s", queue, exc)
+            return None
+
 
 class RecordingEnqueuer:
     """For tests of the API alone: remembers what would have been sent."""
@@ -43,3 +59,6 @@ class RecordingEnqueuer:
 
     def check(self) -> None:
         return None
+
+    def depth(self, queue: str) -> int | None:
+        return sum(1 for _, q in self.sent if q == queue)

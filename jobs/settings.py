@@ -45,6 +45,10 @@ class Settings:
     max_eval_samples: int = 50_000
     max_generate_samples: int = 1024
     lease_seconds: int = 60
+    stop_grace_seconds: int = 60  # SIGTERM: time to checkpoint, release and requeue the running job
+    reconcile_seconds: int = 10  # how often each worker's reconciler looks for lost jobs
+    requeue_after_seconds: int = 60  # a queued job not picked up for this long is sent to the broker again
+    upload_patience_seconds: int = 900  # how long the end of a job waits for the store to come back
     worker_id: str = ""
     dataset_dir: Path | None = None  # GANFORGE_DATA_DIR: one folder per dataset
     log_json: bool = True
@@ -125,6 +129,10 @@ class Settings:
             max_eval_samples=_int(env, "GANFORGE_MAX_EVAL_SAMPLES", 50_000),
             max_generate_samples=_int(env, "GANFORGE_MAX_GENERATE_SAMPLES", 1024),
             lease_seconds=_int(env, "GANFORGE_LEASE_SECONDS", 60),
+            stop_grace_seconds=_int(env, "GANFORGE_STOP_GRACE_SECONDS", 60),
+            reconcile_seconds=_int(env, "GANFORGE_RECONCILE_SECONDS", 10),
+            requeue_after_seconds=_int(env, "GANFORGE_REQUEUE_AFTER_SECONDS", 60),
+            upload_patience_seconds=_int(env, "GANFORGE_UPLOAD_PATIENCE_SECONDS", 900),
             worker_id=env.get("GANFORGE_WORKER_ID", ""),
             dataset_dir=Path(dataset_dir) if dataset_dir else None,
             log_json=env.get("GANFORGE_LOG_JSON", "1") not in ("0", "false", "no"),

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gan_core import checkpoint as ckpt
 from gan_core import images
 from gan_core.data import DataConfig, DataError
+from gan_core.evaluation import quality_score
 from gan_core.spec import JobSpec
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import lifecycle
@@ -21,106 +24,138 @@ from jobs.lifecycle import Claim, LeaseLost
 from jobs.models import Artifact, Metric
 from jobs.services import Services
 from jobs.storage import checkpoint_key, final_key, sample_key
+from worker.uploads import Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0  # how often should_stop() goes to the database (lease + cancel flag)
+
+# Set when this worker process is asked to stop (SIGTERM): the running job checkpoints, gives its
+# lease back and returns to the queue.
+DRAIN = threading.Event()
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Uploader:
-    """Uploads artifacts on a background thread, so training does not wait for the store.
-
-    Bytes are handed over already serialised; the first failure is re-raised on the training
-    thread at the next ``submit`` or at ``drain``. At most ``depth`` uploads wait at a time.
-    """
-
-    def __init__(self, services: Services, claim: Claim, depth: int = 4):
-        self.services = services
-        self.claim = claim
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"upload-{claim.job_id[:8]}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    self._upload(*item)
-            except BaseException as exc:  # kept for the training thread to raise
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def _upload(self, kind: str, step: int, key: str, data: bytes, content_type: str) -> None:
-        stored = self.services.storage.put(key, data, content_type)
-        lifecycle.record_artifact(self.services.db, self.claim.job_id, self.claim.token, kind=kind, step=step,
-                                  key=stored.key, size=stored.size, sha256=stored.sha256, content_type=content_type)
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, kind: str, step: int, key: str, data: bytes, content_type: str) -> None:
-        self._raise()
-        self._queue.put((kind, step, key, data, content_type))
-
-    def drain(self) -> None:
-        """Wait until every submitted upload has landed (or raise the first failure)."""
-        self._queue.join()
-        self._raise()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-
-
 class JobReporter(Callbacks):
-    """Trainer callbacks that write metrics, upload artifacts and poll for cancellation."""
+    """Trainer callbacks that write metrics, upload artifacts, keep the lease alive and decide
+    when to stop: cancellation (database flag), a worker drain (SIGTERM) or max_runtime_seconds."""
 
-    def __init__(self, services: Services, claim: Claim, uploader: Uploader):
+    def __init__(self, services: Services, claim: Claim, uploader: Uploader, spec: JobSpec,
+                 runtime_before: float, drain: threading.Event):
         self.services = services
         self.claim = claim
         self.uploader = uploader
+        self.spec = spec
         self.lease = services.settings.lease_seconds
+        self.drain = drain
+        self.stop_reason: str | None = None  # cancel | drain | max_runtime
         self.cancel_requested = False
+        self._runtime_before = runtime_before
+        self._started: float | None = None  # the clock runs while the loop trains (start_clock)
         self._last_beat = time.monotonic()
         self.step = 0
 
-    def _upload(self, kind: str, step: int, key: str, data: bytes, content_type: str) -> None:
-        self.uploader.submit(kind, step, key, data, content_type)
+    def start_clock(self) -> None:
+        if self._started is None:
+            self._started = time.monotonic()
+
+    def runtime(self) -> float:
+        """Training time of this job over all its attempts, in seconds."""
+        return self._runtime_before + (time.monotonic() - self._started if self._started is not None else 0.0)
+
+    def upload(self, kind: str, step: int, key: str, data: bytes, content_type: str, score: float | None = None) -> None:
+        self.uploader.submit(kind, step, key, data, content_type, score)
+
+    def beat(self) -> None:
+        self.cancel_requested = with_db_retry(lambda: lifecycle.heartbeat(
+            self.services.db, self.claim.job_id, self.claim.token, self.lease, runtime_seconds=self.runtime()),
+            self.lease)
+        self._last_beat = time.monotonic()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.step = step
-        self.cancel_requested = lifecycle.record_metrics(
-            self.services.db, self.claim.job_id, self.claim.token, [(step, metrics)], self.lease
-        )
-        self._last_beat = time.monotonic()
+        self.cancel_requested = with_db_retry(lambda: lifecycle.record_metrics(
+            self.services.db, self.claim.job_id, self.claim.token, [(step, metrics)], self.lease), self.lease)
 
     def on_samples(self, step: int, png: bytes) -> None:
-        self._upload("sample_grid", step, sample_key(self.claim.job_id, step), png, "image/png")
+        self.upload("sample_grid", step, sample_key(self.claim.job_id, step), png, "image/png")
 
     def on_checkpoint(self, step: int, checkpoint: dict[str, Any]) -> None:
-        self._upload("checkpoint", step, checkpoint_key(self.claim.job_id, step), ckpt.to_bytes(checkpoint),
-                     "application/octet-stream")
+        self.upload("checkpoint", step, checkpoint_key(self.claim.job_id, step), ckpt.to_bytes(checkpoint),
+                    "application/octet-stream")
 
     def on_evaluation(self, step: int, results: dict[str, Any]) -> None:
         key = f"jobs/{self.claim.job_id}/evaluation/step-{step:06d}.json"
-        self._upload("evaluation", step, key, json.dumps(results).encode(), "application/json")
+        self.upload("evaluation", step, key, json.dumps(results).encode(), "application/json",
+                    score=quality_score(results))
 
     def should_stop(self) -> bool:
-        now = time.monotonic()
-        if now - self._last_beat >= HEARTBEAT_SECONDS:
-            self._last_beat = now
-            self.cancel_requested = lifecycle.heartbeat(self.services.db, self.claim.job_id, self.claim.token, self.lease)
+        if self.drain.is_set():
+            self.stop_reason = "drain"
+            return True
+        limit = self.spec.max_runtime_seconds
+        if limit is not None and self.runtime() >= limit:
+            self.stop_reason = "max_runtime"
+            return True
+        if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+            self.beat()
+        if self.cancel_requested:
+            self.stop_reason = "cancel"
         return self.cancel_requested
+
+    @contextlib.contextmanager
+    def long_operation(self, name: str) -> Iterator[None]:
+        """Heartbeats from a side thread while the training thread is busy elsewhere."""
+        done = threading.Event()
+
+        def keep_alive() -> None:
+            while not done.wait(HEARTBEAT_SECONDS):
+                try:
+                    self.beat()
+                except Exception as exc:  # the training thread sees LeaseLost at its next write
+                    log.warning("heartbeat during %s failed: %s", name, exc, extra={"job_id": self.claim.job_id})
+
+        thread = threading.Thread(target=keep_alive, name=f"keepalive-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+def with_db_retry(call, budget_seconds: float):
+    """Run ``call``; while the database connection fails, retry with backoff for up to
+    ``budget_seconds`` (a restarted database, a dropped connection). LeaseLost is not retried."""
+    from sqlalchemy.exc import DBAPIError
+
+    deadline = time.monotonic() + budget_seconds
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and not isinstance(exc, (OperationalError, InterfaceError)):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying in %.1f s", type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
+def prune_checkpoints(services: Services, claim: Claim, spec: JobSpec) -> None:
+    """The retention policy, applied after each checkpoint or evaluation lands."""
+    for artifact in lifecycle.checkpoints_to_prune(services.db, claim.job_id, spec.keep_checkpoints,
+                                                   spec.keep_best_checkpoint):
+        lifecycle.forget_artifact(services.db, claim.job_id, claim.token, artifact.id)
+        try:
+            services.storage.delete(artifact.key)
+        except Exception as exc:  # the row is gone; an orphaned object costs space, not correctness
+            log.warning("could not delete %s: %s", artifact.key, exc, extra={"job_id": claim.job_id})
 
 
 def latest_checkpoint(services: Services, job_id: str) -> dict[str, Any] | None:
@@ -149,42 +184,64 @@ def loss_plot(services: Services, job_id: str, title: str) -> bytes:
     return images.line_plot_png(series, title=title)
 
 
-def run_job(services: Services, job_id: str, worker_id: str | None = None) -> str:
+def run_job(services: Services, job_id: str, worker_id: str | None = None,
+            drain: threading.Event | None = None) -> str:
     """Run one attempt; returns what happened (for logs and tests)."""
-    worker_id = worker_id or services.settings.worker_id or default_worker_id()
-    claim = lifecycle.claim(services.db, job_id, worker_id, services.settings.lease_seconds)
+    settings = services.settings
+    worker_id = worker_id or settings.worker_id or default_worker_id()
+    drain = drain or DRAIN
+    claim = with_db_retry(lambda: lifecycle.claim(services.db, job_id, worker_id, settings.lease_seconds),
+                          settings.lease_seconds)
     if claim is None:
         log.info("job %s is not free (finished, cancelled or held by a live lease): nothing to do", job_id)
         return "skipped"
     log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
-    uploader = Uploader(services, claim)
-    reporter = JobReporter(services, claim, uploader)
+    with services.db.session() as session:
+        job = lifecycle.get(session, job_id)
+        spec = JobSpec.model_validate(job.spec)
+        runtime_before, divergences = job.runtime_seconds, job.divergences
+    uploader = Uploader(services, claim, settings.data_dir / "spool",
+                        after_upload=lambda item: item.kind in ("checkpoint", "evaluation")
+                        and prune_checkpoints(services, claim, spec))
+    reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
     try:
-        with services.db.session() as session:
-            spec = JobSpec.model_validate(lifecycle.get(session, job_id).spec)
-        resume = latest_checkpoint(services, job_id)
-        trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=reporter, resume_from=resume)
-        if resume is not None:
-            log.info("job %s resumes from step %d", job_id, trainer.state.step)
-        result = trainer.run()
+        trainer = None
+        while True:
+            resume = latest_checkpoint(services, job_id)
+            trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=reporter, resume_from=resume,
+                              dataset=trainer.data if trainer is not None else None)
+            trainer.lr_scale = 0.5 ** divergences
+            if resume is not None:
+                log.info("job %s resumes from step %d", job_id, trainer.state.step)
+            try:
+                reporter.start_clock()
+                result = trainer.run()
+                break
+            except NonFiniteLossError as exc:
+                if divergences >= 1:
+                    return _fail(services, claim, f"diverged at step {exc.step}")
+                with reporter.long_operation("drain"):
+                    uploader.drain(settings.upload_patience_seconds)  # the last good checkpoint is in the store
+                back_to = _latest_checkpoint_step(services, job_id)
+                divergences = lifecycle.record_divergence(
+                    services.db, job_id, claim.token,
+                    f"non-finite loss at step {exc.step}: rolled back to step {back_to}, learning rates halved")
+                log.warning("job %s diverged at step %d; rolling back to step %d with halved learning rates",
+                            job_id, exc.step, back_to)
         if result.stopped:
-            reporter.on_checkpoint(result.step, trainer.checkpoint())
-            uploader.drain()
-            lifecycle.finish(services.db, job_id, claim.token, "cancelled", f"cancelled at step {result.step}", step=result.step)
-            return "cancelled"
-        reporter._upload("final_model", result.step, final_key(job_id), ckpt.to_bytes(trainer.generator_file()),
-                         "application/octet-stream")
-        reporter._upload("loss_plot", result.step, f"jobs/{job_id}/final/loss_plot.png",
-                         loss_plot(services, job_id, f"{spec.name}: losses and D accuracy"), "image/png")
-        uploader.drain()  # the job is not done before every artifact is in the store
+            return _stopped(services, claim, spec, trainer, reporter, uploader, result.step)
+        _upload_final(services, job_id, spec, trainer, reporter, result.step)
+        with reporter.long_operation("drain"):
+            uploader.drain(settings.upload_patience_seconds)  # the job is not done before every artifact is in the store
+        reporter.beat()  # the final training time
         lifecycle.finish(services.db, job_id, claim.token, "succeeded", f"finished {result.step} steps",
                          evaluation=result.evaluation, step=result.step)
         return "succeeded"
     except LeaseLost:
         log.warning("job %s: lease lost (another attempt owns the job); stopping this one", job_id)
         return "lease_lost"
-    except NonFiniteLossError as exc:
-        return _fail(services, claim, f"diverged at step {exc.step}")
+    except UploadsPending as exc:
+        return _fail(services, claim, f"artifact store unreachable: {exc}")
     except (DataError, ckpt.CheckpointError, ValueError) as exc:
         return _fail(services, claim, str(exc))
     except Exception as exc:  # a bug or an outage: record a readable reason, keep the traceback in the log
@@ -194,10 +251,56 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None) -> st
         uploader.close()
 
 
-def _fail(services: Services, claim: Claim, reason: str) -> str:
+def _latest_checkpoint_step(services: Services, job_id: str) -> int:
+    from sqlalchemy import func, select
+
+    with services.db.read() as session:
+        return session.scalar(select(func.max(Artifact.step)).where(Artifact.job_id == job_id,
+                                                                    Artifact.kind == "checkpoint")) or 0
+
+
+def _upload_final(services: Services, job_id: str, spec: JobSpec, trainer: Trainer, reporter: JobReporter,
+                  step: int) -> None:
+    reporter.upload("final_model", step, final_key(job_id), ckpt.to_bytes(trainer.generator_file()),
+                    "application/octet-stream")
+    reporter.upload("loss_plot", step, f"jobs/{job_id}/final/loss_plot.png",
+                    loss_plot(services, job_id, f"{spec.name}: losses and D accuracy"), "image/png")
+
+
+def _stopped(services: Services, claim: Claim, spec: JobSpec, trainer: Trainer, reporter: JobReporter,
+             uploader: Uploader, step: int) -> str:
+    """The loop stopped early: save a checkpoint, then cancel, hand back or end the job."""
+    settings, job_id, reason = services.settings, claim.job_id, reporter.stop_reason
+    reporter.on_checkpoint(step, trainer.checkpoint())
+    keep = reason == "max_runtime" and spec.on_max_runtime == "keep"
+    if keep:
+        _upload_final(services, job_id, spec, trainer, reporter, step)
+    patience = settings.stop_grace_seconds if reason == "drain" else settings.upload_patience_seconds
+    with reporter.long_operation("drain"):
+        uploader.drain(patience)
+    reporter.beat()  # the final training time
+    runtime = f"{reporter.runtime():.1f} s of training"
+    if reason == "drain":
+        lifecycle.release(services.db, job_id, claim.token, f"worker stopping: checkpoint at step {step}, back in the queue",
+                          step=step)
+        with services.db.read() as session:
+            queue_name = lifecycle.get(session, job_id).queue
+        services.queue.enqueue(job_id, queue_name)
+        return "released"
+    if reason == "max_runtime":
+        if keep:
+            lifecycle.finish(services.db, job_id, claim.token, "succeeded",
+                             f"stopped at max_runtime_seconds ({runtime}) after {step} steps; generator kept", step=step)
+            return "succeeded"
+        return _fail(services, claim, f"max_runtime_exceeded: stopped at step {step} after {runtime}", step=step)
+    lifecycle.finish(services.db, job_id, claim.token, "cancelled", f"cancelled at step {step}", step=step)
+    return "cancelled"
+
+
+def _fail(services: Services, claim: Claim, reason: str, step: int | None = None) -> str:
     log.warning("job %s failed: %s", claim.job_id, reason)
     try:
-        lifecycle.finish(services.db, claim.job_id, claim.token, "failed", reason)
+        lifecycle.finish(services.db, claim.job_id, claim.token, "failed", reason, step=step)
     except LeaseLost:
         return "lease_lost"
     return "failed"

@@ -1,10 +1,19 @@
-"""Celery tasks: thin, given a job id only; the work is in worker.runner."""
+"""Celery tasks: thin, given a job id only; the work is in worker.runner.
+
+Worker-process hooks live here too (Celery imports this module in every worker): the reconciler
+thread starts when the worker is ready, and SIGTERM (Celery's warm shutdown) drains the running
+job — checkpoint, lease released, back in the queue — within ``stop_grace_seconds``; past that the
+process exits anyway and the reconciler of another worker requeues the job when its lease ends.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutting_down
 
 from jobs.queue import TASK_NAME
 
@@ -28,3 +37,27 @@ def run_job(job_id: str) -> str:
     from worker.runner import run_job as run
 
     return run(services(), job_id)
+
+
+@worker_ready.connect
+def _start_reconciler(**_kwargs) -> None:
+    from worker import reconciler
+
+    reconciler.start(services(), services().settings.reconcile_seconds)
+
+
+@worker_shutting_down.connect
+def _drain(sig=None, how=None, **_kwargs) -> None:
+    from worker.runner import DRAIN
+
+    grace = services().settings.stop_grace_seconds
+    log.warning("%s (%s shutdown): draining the running job, at most %d s", sig, how, grace)
+    DRAIN.set()
+
+    def deadline() -> None:
+        log.error("the running job did not drain within %d s; exiting (its lease will expire)", grace)
+        os._exit(1)
+
+    timer = threading.Timer(grace, deadline)
+    timer.daemon = True
+    timer.start()

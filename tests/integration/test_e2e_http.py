@@ -3,7 +3,6 @@ and the same in the embedded mode (`ganforge up`: SQLite, local store, serverles
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys

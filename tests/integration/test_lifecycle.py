@@ -133,7 +133,9 @@ def test_expired_lease_is_claimed_again_and_old_token_is_stale(db):
     assert lifecycle.heartbeat(db, job_id, new.token, LEASE) is False
     job = job_row(db, job_id)
     assert (job.status, job.worker_id, job.attempt) == ("running", "w2", 2)
-    assert events(db, job_id)[-1] == ("running", "running", 2)
+    # the lost attempt went back to the queue (with its reason recorded), then was claimed again
+    assert events(db, job_id)[-2:] == [("running", "queued", 1), ("queued", "running", 2)]
+    assert len(job.attempt_errors) == 1 and job.attempt_errors[0].startswith("attempt 1: worker w1")
 
 
 def test_attempts_are_bounded_by_max_attempts(db):
@@ -147,7 +149,7 @@ def test_attempts_are_bounded_by_max_attempts(db):
     assert lifecycle.claim(db, job_id, "w4", LEASE) is None
     job = job_row(db, job_id)
     assert (job.status, job.attempt, job.lease_token) == ("failed", 3, None)
-    assert "3 attempts" in job.error and job.finished_at is not None
+    assert "3 lost attempts" in job.error and job.finished_at is not None
     assert events(db, job_id)[-1] == ("running", "failed", 3)
     with pytest.raises(LeaseLost):
         lifecycle.heartbeat(db, job_id, claim.token, LEASE)

@@ -71,7 +71,9 @@ def test_indexes_and_constraints_exist(empty_url):
             "ix_jobs_created": ["created_at", "id"],
             "ix_jobs_status_created": ["status", "created_at", "id"],
             "ix_jobs_tenant_created": ["tenant", "created_at", "id"],
+            "uq_jobs_tenant_idempotency_key": ["tenant", "idempotency_key"],
         }
+        assert {ix["name"]: ix["unique"] for ix in insp.get_indexes("jobs")}["uq_jobs_tenant_idempotency_key"]
         assert insp.get_pk_constraint("metrics")["constrained_columns"] == ["job_id", "name", "step"]
         uniques = {uc["name"]: uc["column_names"] for uc in insp.get_unique_constraints("artifacts")}
         assert uniques["uq_artifacts_job_kind_step"] == ["job_id", "kind", "step"]
