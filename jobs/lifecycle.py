@@ -245,16 +245,16 @@ def expire_dead_local_workers(db: Database, host: str, alive) -> int:
     return cut
 
 
-def stale_queued(db: Database, older_than_seconds: float, limit: int = 500) -> list[tuple[str, str]]:
-    """(id, queue) of queued jobs last sent to the broker more than ``older_than_seconds`` ago."""
+def stale_queued(db: Database, older_than_seconds: float, limit: int = 500) -> list[tuple[str, str, int]]:
+    """(id, queue, attempt) of queued jobs last sent to the broker more than ``older_than_seconds`` ago."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     with db.read() as session:
         rows = session.execute(
-            select(Job.id, Job.queue).where(Job.status == "queued", Job.cancel_requested.is_(False),
+            select(Job.id, Job.queue, Job.attempt).where(Job.status == "queued", Job.cancel_requested.is_(False),
                                             or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))
             .order_by(Job.created_at).limit(limit)
         ).all()
-    return [(row.id, row.queue) for row in rows]
+    return [(row.id, row.queue, row.attempt) for row in rows]
 
 
 def mark_enqueued(db: Database, job_ids: Iterable[str]) -> None:

@@ -25,6 +25,7 @@ import threading
 from collections import defaultdict
 
 from jobs import lifecycle
+from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME
 from jobs.services import Services
 
 log = logging.getLogger(__name__)
@@ -45,19 +46,19 @@ def reconcile_once(services: Services, host: str | None = None) -> dict[str, int
     dead = lifecycle.expire_dead_local_workers(db, host or socket.gethostname(), pid_alive)
     requeued = lifecycle.expire_leases(db)
     for job_id, queue_name in requeued:
-        queue.enqueue(job_id, queue_name)
+        queue.enqueue(job_id, queue_name, PRIORITY_RESUME)
         log.warning("job %s: its lease expired; back in the queue", job_id, extra={"job_id": job_id})
-    stale_by_queue: dict[str, list[str]] = defaultdict(list)
-    for job_id, queue_name in lifecycle.stale_queued(db, services.settings.requeue_after_seconds):
-        stale_by_queue[queue_name].append(job_id)
+    stale_by_queue: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for job_id, queue_name, attempt in lifecycle.stale_queued(db, services.settings.requeue_after_seconds):
+        stale_by_queue[queue_name].append((job_id, attempt))
     resent = 0
     for queue_name, job_ids in stale_by_queue.items():
         depth = queue.depth(queue_name)
         if depth is not None and depth >= len(job_ids):
             continue  # every waiting job can still have its message in the broker: workers are busy
-        for job_id in job_ids:
-            queue.enqueue(job_id, queue_name)
-        lifecycle.mark_enqueued(db, job_ids)
+        for job_id, attempt in job_ids:
+            queue.enqueue(job_id, queue_name, PRIORITY_RESUME if attempt else PRIORITY_NEW)
+        lifecycle.mark_enqueued(db, [job_id for job_id, _ in job_ids])
         resent += len(job_ids)
         log.warning("re-sent %d queued job(s) on %s (broker holds %s message(s))", len(job_ids), queue_name, depth)
     return {"dead_local_workers": dead, "expired_leases": len(requeued), "resent": resent}

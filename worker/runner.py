@@ -22,6 +22,7 @@ from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import lifecycle
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.models import Artifact, Metric
+from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
 from jobs.storage import checkpoint_key, final_key, sample_key
 from worker.uploads import Uploader, UploadsPending
@@ -285,7 +286,7 @@ def _stopped(services: Services, claim: Claim, spec: JobSpec, trainer: Trainer, 
                           step=step)
         with services.db.read() as session:
             queue_name = lifecycle.get(session, job_id).queue
-        services.queue.enqueue(job_id, queue_name)
+        services.queue.enqueue(job_id, queue_name, PRIORITY_RESUME)
         return "released"
     if reason == "max_runtime":
         if keep:

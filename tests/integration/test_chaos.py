@@ -217,6 +217,7 @@ def test_redis_restarted_empty_loses_no_job(chaos_env, workers, tmp_path):
         job_ids = [submit(services, spec(train={"steps": 500, "batch_size": 64, "seed": n})) for n in range(3)]
         workers(env, "r1")
         wait_until(lambda: any(row(services, j).status == "running" for j in job_ids), 60, "a job running")
+        (training,) = [j for j in job_ids if row(services, j).status == "running"]
         redis.kill()
         redis.wait()
         time.sleep(2)
@@ -224,9 +225,30 @@ def test_redis_restarted_empty_loses_no_job(chaos_env, workers, tmp_path):
         wait_done(services, job_ids, timeout=240)
         for job_id in job_ids:
             assert_complete(services, job_id, steps=500)
+        assert row(services, training).attempt == 1  # the broker's loss did not stop the training
     finally:
         redis.kill()
         redis.wait()
+
+
+def test_database_connections_cut_during_training_are_retried(chaos_env, workers):
+    """PostgreSQL drops every connection of the job's database three times mid-training (as a
+    restart or a failover would): the worker reconnects and the same attempt finishes."""
+    import psycopg
+
+    services = services_for(chaos_env)
+    job_id = submit(services, spec())
+    workers(chaos_env, "p1")
+    db_name = chaos_env["GANFORGE_DATABASE_URL"].rsplit("/", 1)[1]
+    cut = 0
+    for at in (300, 700, 1100):
+        wait_until(lambda: row(services, job_id).progress_step >= at, 120, f"step {at}")
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
+            cut += len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = %s AND pid <> pg_backend_pid()", (db_name,)).fetchall())
+    wait_done(services, [job_id])
+    job = assert_complete(services, job_id)
+    assert cut >= 3 and job.attempt == 1
 
 
 def test_an_s3_outage_delays_artifacts_and_loses_none(chaos_env, workers, s3_client, tmp_path):
@@ -255,3 +277,19 @@ def test_an_s3_outage_delays_artifacts_and_loses_none(chaos_env, workers, s3_cli
         assert_complete(services, job_id)
     finally:
         server.stop()
+
+
+def test_a_requeued_job_goes_ahead_of_jobs_that_never_started(chaos_env, workers):
+    """On Redis, a job handed back after its worker died is served before the queue's new jobs."""
+    from jobs.queue import PRIORITY_RESUME
+
+    services = services_for(chaos_env)
+    new = [submit(services, spec(train={"steps": 100, "batch_size": 64, "seed": n})) for n in range(3)]
+    resumed = submit(services, spec(train={"steps": 100, "batch_size": 64, "seed": 9}))
+    services.queue.enqueue(resumed, "cpu", PRIORITY_RESUME)  # as the reconciler sends it
+    workers(chaos_env, "q1")
+    wait_done(services, [*new, resumed])
+    with services.db.read() as session:
+        first = session.scalars(select(JobEvent.job_id).where(JobEvent.to_status == "running")
+                                .order_by(JobEvent.id).limit(1)).one()
+    assert first == resumed

@@ -17,7 +17,7 @@ from gan_core.spec import JobSpec
 from jobs import lifecycle
 from jobs.db import Database
 from jobs.models import Artifact, Job, JobEvent, Metric, utcnow
-from jobs.queue import RecordingEnqueuer
+from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME, RecordingEnqueuer
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.storage import LocalStorage, StorageError
@@ -255,6 +255,7 @@ def test_the_reconciler_requeues_expired_leases_and_fails_after_max_attempts(ser
     assert row.status == "failed" and row.error.startswith("gave up after 2 lost attempts: attempt 1: worker host-x:101")
     assert "attempt 2: worker host-x:102" in row.error
     assert services.queue.sent == [(job_id, "cpu")]  # requeued once, then ended
+    assert services.queue.priorities == [PRIORITY_RESUME]  # ahead of jobs that never started
 
 
 def test_the_reconciler_expires_dead_workers_of_its_host_at_once(services):
@@ -284,7 +285,7 @@ def test_the_reconciler_resends_queued_jobs_whose_message_was_lost(services):
     with services.db.session() as session:
         session.execute(update(Job).where(Job.id == stale).values(enqueued_at=utcnow() - timedelta(seconds=60)))
     assert reconciler.reconcile_once(services)["resent"] == 1
-    assert services.queue.sent == [(stale, "cpu")]
+    assert services.queue.sent == [(stale, "cpu")] and services.queue.priorities == [PRIORITY_NEW]
     assert reconciler.reconcile_once(services)["resent"] == 0  # sent just now: not again at once
     assert job(services, fresh).enqueued_at is not None
 
