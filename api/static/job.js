@@ -13,6 +13,7 @@
   const MAX_POINTS = 600;
   const METRICS = ["loss_d", "loss_g", "d_real", "d_fake", "acc_real", "acc_fake", "acc_d", "images_per_s"];
   const $ = (id) => document.getElementById(id);
+  const COMPACT = new Intl.NumberFormat("en", { notation: "compact", maximumSignificantDigits: 3 });
 
   let job = null;
   let pollTimer = null;
@@ -133,7 +134,8 @@
       const opts = {
         width: chartWidth(node), height: 200, series: uSeries,
         scales: { x: { time: false }, ...(conf.range ? { y: { range: conf.range } } : {}) },
-        axes: [{ label: "step" }, {}],
+        // Compact tick labels (12k, not a clipped 12,000): the y axis has a fixed width.
+        axes: [{ label: "step" }, { size: 56, values: (u, ticks) => ticks.map((v) => COMPACT.format(v)) }],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
       };

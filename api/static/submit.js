@@ -99,17 +99,19 @@
     }
     gutter.replaceChildren(...numbers);
     const { lineHeight, padTop } = metrics();
-    notes.replaceChildren(...[...byLine.entries()].map(([line, items]) => gf.el("div", {
+    // The notes sit in an inner layer that scrolls with the text; the column itself stays put.
+    notes.replaceChildren(gf.el("div", { class: "notes-layer" }, ...[...byLine.entries()].map(([line, items]) => gf.el("div", {
       class: "note", "data-line": line, "data-field": items.map((m) => m.field).join(" "),
       style: `top:${padTop + (line - 1) * lineHeight}px`,
       text: items.map((m) => `${m.field}: ${m.problem}`).join("; "),
-    })));
+    }))));
     syncScroll();
   }
 
   function syncScroll() {
     gutter.scrollTop = editor.scrollTop;
-    notes.style.transform = `translateY(${-editor.scrollTop}px)`;
+    const layer = notes.firstElementChild;
+    if (layer) layer.style.transform = `translateY(${-editor.scrollTop}px)`;
   }
 
   function showErrors(message, details) {
