@@ -337,6 +337,7 @@
     const failed = results.find((r) => r.status === "rejected");
     if (failed) gf.showError($("job-error"), failed.reason);
     root.dataset.loaded = job.status;  // tests and the benchmark wait on this
+    if (!performance.getEntriesByName("ganforge:loaded").length) performance.mark("ganforge:loaded");  // first full load
     schedule();
   }
 
