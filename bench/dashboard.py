@@ -23,10 +23,9 @@ Prints medians and 95th percentiles in milliseconds. The target is < 300 ms for 
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import logging
 import math
+import os
 import secrets
 import statistics
 import sys
@@ -127,7 +126,15 @@ def fetch_ms(url: str) -> tuple[float, int]:
 
 def summary(times: list[float]) -> str:
     p95 = statistics.quantiles(times, n=20)[-1] if len(times) >= 2 else times[0]
-    return f"median {statistics.median(times):7.1f} ms   p95 {p95:7.1f} ms"
+    return f"median {statistics.median(times):7.1f} ms   p95 {p95:7.1f} ms   min {min(times):7.1f} ms"
+
+
+def load_average() -> str:
+    # The figures scale with what else runs: say how busy the machine was.
+    try:
+        return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3]) + f" on {os.cpu_count()} CPUs"
+    except OSError:
+        return "load average unknown"
 
 
 def http_figures(base: str, job_id: str, repeats: int) -> None:
@@ -219,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{GRIDS} grids, {CHECKPOINTS} checkpoints (seeded in {time.perf_counter() - started:.1f} s)")
         settings = Settings(data_dir=Path(tmp), database_url=url, signing_secret="bench", log_json=True)
         app = create_app(services=Services(settings, db, storage, RecordingEnqueuer()))
+        print(f"before: {load_average()}")
         with serve(app) as base:
             http_figures(base, job_id, args.repeats)
             if not args.no_browser:
                 browser_figures(base, job_id, max(5, args.repeats // 2), args.chromium)
+        print(f"after: {load_average()}")
         db.dispose()
     return 0
 

@@ -114,6 +114,9 @@
   }
 
   function drawCharts(series) {
+    // The series may arrive before the job itself: the view must be laid out to size the charts
+    // (a 404 for an unknown job never gets here: its metrics are a 404 too).
+    $("job-view").hidden = false;
     let any = false;
     for (const [id, conf] of Object.entries(CHARTS)) {
       const node = $(id);
@@ -323,19 +326,20 @@
   }
 
   async function refresh() {
-    try {
-      showJob(await gf.json(base));
-      gf.showError($("job-error"), null);
-    } catch (error) {
+    // All four requests at once: the charts, timeline and checkpoints do not wait for the job.
+    const [jobResult, ...others] = await Promise.allSettled(
+      [gf.json(base), loadMetrics(), loadSamples(), loadCheckpoints()]);
+    if (jobResult.status === "rejected") {
+      const error = jobResult.reason;
       if (error.status === 404) return notFound();
       gf.showError($("job-error"), error);
       pollTimer = setTimeout(refresh, POLL_MS * 2);
       return;
     }
-    // One pass over the artifacts and series; a failure of one leaves the others shown.
-    const results = await Promise.allSettled([loadMetrics(), loadSamples(), loadCheckpoints()]);
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) gf.showError($("job-error"), failed.reason);
+    showJob(jobResult.value);
+    // A failure of one part leaves the others shown.
+    const failed = others.find((r) => r.status === "rejected");
+    gf.showError($("job-error"), failed ? failed.reason : null);
     root.dataset.loaded = job.status;  // tests and the benchmark wait on this
     if (!performance.getEntriesByName("ganforge:loaded").length) performance.mark("ganforge:loaded");  // first full load
     schedule();
