@@ -138,30 +138,35 @@ def _metric_rows(session: Session, job_id: str, names: list[str] | None, since_s
         if names is not None:
             where.append(Metric.name.in_(names))
         return list(session.execute(select(*columns).where(*where).order_by(Metric.name, Metric.step)))
+    # Core rows straight from the connection: a little cheaper than the ORM's result machinery.
+    connection = session.connection()
     if names is None:
-        names = list(session.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct()))
+        names = list(connection.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct()))
+    m = max_points
     rows: list[Any] = []
     for name in sorted(names):
         in_series = (*where, Metric.name == name)
-        # Three index look-ups (a min and a max each alone, so the database seeks to an end).
-        lo, hi, n = session.execute(select(
+        # A min and a max each alone (so the database seeks to an end of the index) and a count.
+        lo, hi, n = connection.execute(select(
             select(func.min(Metric.step)).where(*in_series).scalar_subquery(),
             select(func.max(Metric.step)).where(*in_series).scalar_subquery(),
             select(func.count()).where(*in_series).scalar_subquery(),
         )).one()
         series = select(*columns).where(*in_series).order_by(Metric.step)
-        if n <= max_points:
-            rows.extend(session.execute(series))
+        if n <= m:
+            rows.extend(connection.execute(series))
             continue
         stride, rest = divmod(hi - lo, n - 1)
         if rest == 0:
-            wanted = [lo + k * stride for k in _picks(n, max_points)]
-            found = session.execute(series.where(Metric.step.in_(wanted))).all()
-            if len(found) == len(wanted):
+            # m look-ups by step (measured faster than scanning the series with the pick rule
+            # as a SQL condition).
+            wanted = [lo + k * stride for k in _picks(n, m)]
+            found = connection.execute(series.where(Metric.step.in_(wanted))).all()
+            if len(found) == m:
                 rows.extend(found)
                 continue
-        whole = session.execute(series).all()
-        rows.extend(whole[k] for k in _picks(len(whole), max_points))
+        whole = connection.execute(series).all()
+        rows.extend(whole[i] for i in _picks(len(whole), m))
     return rows
 
 

@@ -3,7 +3,8 @@
 "use strict";
 
 (function jobsPage() {
-  const PAGE_SIZE = 25;
+  const params = new URLSearchParams(location.search);
+  const PAGE_SIZE = Math.min(200, Math.max(1, Number(params.get("limit")) || 25));  // ?limit= for long lists
   const REFRESH_MS = 3000;
   const body = document.getElementById("jobs-body");
   const filter = document.getElementById("status-filter");
@@ -12,7 +13,6 @@
   const info = document.getElementById("page-info");
   const errorBox = document.getElementById("jobs-error");
 
-  const params = new URLSearchParams(location.search);
   filter.value = params.get("status") || "";
   // cursors[i] is the cursor that loads page i (page 0 has none).
   let cursors = [null];

@@ -191,3 +191,43 @@ def test_unknown_job_is_not_found_and_the_api_key_is_sent(page, service, artifac
         page.click("#api-key-clear")
     assert "authorization" not in request.value.headers
     assert page.js_errors == []
+
+
+def test_cancel_button_and_paging_through_the_jobs(page, service, artifacts_dir):
+    from ganforge.client import Client
+
+    client = Client(service)
+    spec = small_ring8({"dataset": {"name": "ring8"}, "model": {}, "train": {}})
+    long = client.submit({**spec, "name": "long-one", "train": {"steps": 100_000, "batch_size": 64}})
+    queued = client.submit({**spec, "name": "to-page"})
+    client.cancel(queued["id"])
+
+    page.goto(f"{service}/jobs/{long['id']}")
+    page.wait_for_selector("#cancel:not([hidden])")
+    with page.expect_response(lambda r: r.url.endswith(f"/v1/jobs/{long['id']}/cancel")) as cancelled:
+        page.click("#cancel")
+    assert cancelled.value.status == 200
+    page.wait_for_selector("#job-status[data-status='cancelled']", timeout=60_000)
+    assert page.is_hidden("#cancel")
+    assert "cancelled" in page.inner_text("#events")
+
+    # One job a page: newer → older → back, each page a different job.
+    page.goto(f"{service}/?limit=1")
+    first = page.locator("#jobs-body tr[data-job-id]")
+    first.wait_for()
+    first_id = first.get_attribute("data-job-id")
+    assert first_id == queued["id"]  # newest first
+    page.click("#page-next")
+    page.wait_for_function("id => { const r = document.querySelector('#jobs-body tr[data-job-id]');"
+                           " return r && r.dataset.jobId !== id; }", arg=first_id)
+    assert page.get_attribute("#jobs-body tr[data-job-id]", "data-job-id") == long["id"]
+    assert page.is_enabled("#page-prev")
+    page.click("#page-prev")
+    page.wait_for_selector(f"#jobs-body tr[data-job-id='{first_id}']")
+    # The status filter keeps to one status.
+    page.select_option("#status-filter", "cancelled")
+    page.wait_for_function("() => location.search.includes('status=cancelled')")
+    page.wait_for_selector(f"#jobs-body tr[data-job-id='{queued['id']}']")
+    assert set(page.eval_on_selector_all("#jobs-body .badge", "bs => bs.map(b => b.dataset.status)")) == {"cancelled"}
+    page.screenshot(path=artifacts_dir / "08-jobs-cancelled.png", full_page=True)
+    assert page.js_errors == []
