@@ -127,8 +127,9 @@ def _metric_rows(session: Session, job_id: str, names: list[str] | None, since_s
     Downsampling reads only the rows it keeps: a 12 000-step job would otherwise send every row
     of every series through Python to keep one in twenty. Series are logged every ``log_every``
     steps, so a series of n points from step lo to hi is usually the progression lo + k·stride
-    and its picks can be asked for by step; a series with other steps (a resumed run, a
-    changed log_every, a non-finite value left out) is read whole and picked here.
+    and its picks can be asked for by step (one query for all the series logged together); a
+    series with other steps (a resumed run, a changed log_every, a non-finite value left out)
+    is read whole and picked here.
     """
     where = [Metric.job_id == job_id]
     if since_step is not None:
@@ -142,32 +143,53 @@ def _metric_rows(session: Session, job_id: str, names: list[str] | None, since_s
     connection = session.connection()
     if names is None:
         names = list(connection.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct()))
+    names = sorted(names)
+    if not names:
+        return []
     m = max_points
-    rows: list[Any] = []
-    for name in sorted(names):
+
+    # First step, last step and count of every series in one statement; a min and a max each
+    # alone, so the database seeks to an end of the (job, name, step) index.
+    def series_stats(name: str) -> list[Any]:
         in_series = (*where, Metric.name == name)
-        # A min and a max each alone (so the database seeks to an end of the index) and a count.
-        lo, hi, n = connection.execute(select(
-            select(func.min(Metric.step)).where(*in_series).scalar_subquery(),
-            select(func.max(Metric.step)).where(*in_series).scalar_subquery(),
-            select(func.count()).where(*in_series).scalar_subquery(),
-        )).one()
-        series = select(*columns).where(*in_series).order_by(Metric.step)
+        return [select(func.min(Metric.step)).where(*in_series).scalar_subquery(),
+                select(func.max(Metric.step)).where(*in_series).scalar_subquery(),
+                select(func.count()).where(*in_series).scalar_subquery()]
+
+    stats = connection.execute(select(*[col for name in names for col in series_stats(name)])).one()
+    kept: dict[str, list[Any]] = {}
+    short: list[str] = []
+    irregular: list[str] = []
+    progressions: dict[tuple[int, int, int], list[str]] = {}
+    for i, name in enumerate(names):
+        lo, hi, n = stats[3 * i: 3 * i + 3]
+        if not n:
+            continue
         if n <= m:
-            rows.extend(connection.execute(series))
+            short.append(name)
             continue
         stride, rest = divmod(hi - lo, n - 1)
-        if rest == 0:
-            # m look-ups by step (measured faster than scanning the series with the pick rule
-            # as a SQL condition).
-            wanted = [lo + k * stride for k in _picks(n, m)]
-            found = connection.execute(series.where(Metric.step.in_(wanted))).all()
-            if len(found) == m:
-                rows.extend(found)
-                continue
-        whole = connection.execute(series).all()
-        rows.extend(whole[i] for i in _picks(len(whole), m))
-    return rows
+        (irregular if rest else progressions.setdefault((lo, stride, n), [])).append(name)
+    if short:
+        for row in connection.execute(select(*columns).where(*where, Metric.name.in_(short))
+                                      .order_by(Metric.name, Metric.step)):
+            kept.setdefault(row.name, []).append(row)
+    for (lo, stride, n), group in progressions.items():
+        # m look-ups by step (measured faster than scanning with the pick rule as a condition).
+        wanted = [lo + k * stride for k in _picks(n, m)]
+        found: dict[str, list[Any]] = {name: [] for name in group}
+        for row in connection.execute(select(*columns).where(*where, Metric.name.in_(group), Metric.step.in_(wanted))
+                                      .order_by(Metric.name, Metric.step)):
+            found[row.name].append(row)
+        for name, picked in found.items():
+            if len(picked) == m:
+                kept[name] = picked
+            else:  # the right count and range, but not every step of the progression
+                irregular.append(name)
+    for name in irregular:
+        whole = connection.execute(select(*columns).where(*where, Metric.name == name).order_by(Metric.step)).all()
+        kept[name] = [whole[i] for i in _picks(len(whole), m)]
+    return [row for name in names for row in kept.get(name, ())]
 
 
 # ---- jobs ---------------------------------------------------------------------------------------
