@@ -8,7 +8,9 @@ const KEY_STORAGE = "ganforge.apiKey";
 class ApiError extends Error {
   constructor(status, body) {
     const error = (body && body.error) || {};
-    super(error.message || `HTTP ${status}`);
+    // 401: the deployment requires a key and none (or a wrong one) was sent.
+    const hint = status === 401 ? " Enter an API key in the header bar." : "";
+    super((error.message || `HTTP ${status}`) + hint);
     this.status = status;
     this.code = error.code || "http_" + status;
     this.details = Array.isArray(error.details) ? error.details : [];

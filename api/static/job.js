@@ -336,10 +336,16 @@
       pollTimer = setTimeout(refresh, POLL_MS * 2);
       return;
     }
+    const previous = job ? job.status : null;
     showJob(jobResult.value);
     // A failure of one part leaves the others shown.
     const failed = others.find((r) => r.status === "rejected");
     gf.showError($("job-error"), failed ? failed.reason : null);
+    if (previous && gf.isActive(previous) && !gf.isActive(job.status)) {
+      // It has just ended: the listings read alongside may predate its last grid and checkpoint.
+      pollTimer = setTimeout(refresh, 0);
+      return;
+    }
     root.dataset.loaded = job.status;  // tests and the benchmark wait on this
     if (!performance.getEntriesByName("ganforge:loaded").length) performance.mark("ganforge:loaded");  // first full load
     schedule();
