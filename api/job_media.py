@@ -1,0 +1,128 @@
+"""What the dashboard shows beyond the plain listings: the sample-grid timeline as an animated
+GIF, and a latent interpolation strip between two seeds.
+
+    GET  /v1/jobs/{id}/samples.gif?max_frames=&frame_ms=
+    POST /v1/jobs/{id}/interpolate   {"seed_a", "seed_b", "steps", "label", "checkpoint"} → PNG
+
+Both read the same artifacts as ``api.jobs`` and reuse its helpers, so a job another tenant
+cannot see through /v1/jobs/{id} is a 404 here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from api.errors import APIError, invalid
+from api.generation import Busy, UnusableCheckpoint, label_problem
+from api.jobs import _artifacts, _invalid_body, _object_body, _pick_checkpoint, _require_job, downsample
+from api.state import generation, services
+from api.validation import check_id, query_int
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("job_media", __name__, url_prefix="/v1/jobs")
+
+# A GIF holds every frame decoded at once while it is built: bound the work per request.
+DEFAULT_GIF_FRAMES, MAX_GIF_FRAMES = 40, 120
+
+
+class InterpolateRequest(BaseModel):
+    """Body of POST /v1/jobs/{id}/interpolate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_a: StrictInt = Field(0, ge=0, le=2**63 - 1)
+    seed_b: StrictInt = Field(1, ge=0, le=2**63 - 1)
+    steps: StrictInt = Field(8, ge=2, le=64, description="images along the path, both ends included")
+    label: StrictInt | None = Field(None, description="the class for a conditional generator (default 0)")
+    checkpoint: StrictInt | None = Field(None, ge=0, description="a checkpoint's step; null = final, else latest")
+
+
+@bp.get("/<job_id>/samples.gif")
+def samples_gif(job_id: str):
+    """The fixed-noise grids as one animated GIF, at most ``max_frames`` of them evenly picked
+    (the first and last always kept), each shown ``frame_ms``."""
+    check_id(job_id, "job")
+    max_frames = query_int("max_frames", DEFAULT_GIF_FRAMES, 2, MAX_GIF_FRAMES)
+    frame_ms = query_int("frame_ms", 250, 20, 5000)
+    svc = services()
+    with svc.db.read() as session:
+        _require_job(session, job_id)
+        grids = _artifacts(session, job_id, "sample_grid")
+    if not grids:
+        raise APIError(409, "no_samples", "the job has no sample grids yet; try again once it has saved one")
+    _, picked = downsample([g.step for g in grids], grids, max_frames)
+    # The same grids in the same order give the same GIF: let the browser revalidate cheaply.
+    etag = hashlib.sha256(f"{frame_ms}|".encode() + "|".join(g.sha256 for g in picked).encode()).hexdigest()[:32]
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=0, must-revalidate",
+               "Content-Disposition": f'attachment; filename="timeline-{job_id[:8]}.gif"'}
+    if etag in request.if_none_match:
+        return Response(status=304, headers=headers)
+    from gan_core.images import gif_bytes
+
+    frames = [svc.storage.get(g.key) for g in picked]  # ObjectNotFound → 404, StorageError → 503
+    try:
+        body = gif_bytes(frames, duration_ms=frame_ms)
+    except OSError as exc:  # Pillow: a stored grid that is not an image
+        log.error("job %s: cannot build the timeline GIF: %s", job_id, exc)
+        raise APIError(409, "samples_unusable", "a stored sample grid cannot be decoded") from None
+    headers["X-Frame-Steps"] = ",".join(str(g.step) for g in picked)
+    return Response(body, mimetype="image/gif", headers=headers)
+
+
+@bp.post("/<job_id>/interpolate")
+def interpolate_samples(job_id: str):
+    """A PNG strip of ``steps`` samples along the spherical path between the latent points of
+    ``seed_a`` and ``seed_b`` (a scatter plot of the path's points for the 2-D mixtures)."""
+    check_id(job_id, "job")
+    svc = services()
+    doc = _object_body("invalid_request", "interpolate request")
+    try:
+        req = InterpolateRequest.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid_body("invalid_request", exc, "interpolate request") from None
+    with svc.db.session() as session:
+        _require_job(session, job_id)
+        artifact = _pick_checkpoint(session, job_id, req.checkpoint)
+    runtime = generation()
+    try:
+        loaded = runtime.generator(artifact.id, artifact.sha256, lambda: svc.storage.get(artifact.key))
+    except UnusableCheckpoint as exc:
+        log.error("job %s: checkpoint %s cannot be loaded: %s", job_id, artifact.key, exc)
+        raise APIError(409, "checkpoint_unusable", f"the checkpoint at step {artifact.step} cannot be loaded") from None
+    label = req.label
+    if label is None and loaded.num_classes:
+        label = 0
+    problem = label_problem(loaded, req.steps, label)
+    if problem:
+        raise invalid("label", problem.replace("labels", "label"))
+
+    def work() -> bytes:
+        import torch
+
+        from gan_core.sampling import interpolate, samples_png
+
+        with torch.no_grad():
+            path = interpolate(loaded, req.seed_a, req.seed_b, steps=req.steps, label=label)
+        if loaded.is_points:
+            # The path's points on the dataset's fixed square, so strips of two seeds compare.
+            from gan_core.images import MIXTURE_EXTENTS, scatter_png
+
+            extent = MIXTURE_EXTENTS.get(loaded.spec.dataset.name)
+            return scatter_png(path, extent=extent, title=f"seed {req.seed_a} -> {req.seed_b}, {req.steps} steps")
+        # One row: the strip reads left (seed_a) to right (seed_b).
+        return samples_png(path, nrow=req.steps)
+
+    try:
+        body = runtime.run(req.steps, work)
+    except Busy as exc:
+        raise APIError(503, "busy", str(exc), headers={"Retry-After": "5"}) from None
+    response = Response(body, mimetype="image/png")
+    response.headers["Content-Disposition"] = (
+        f'inline; filename="interpolation-{job_id[:8]}-step{artifact.step}-{req.seed_a}-{req.seed_b}.png"')
+    response.headers["X-Checkpoint-Step"] = str(artifact.step)
+    return response

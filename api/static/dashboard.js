@@ -1,0 +1,129 @@
+// Shared by every dashboard page: the API key kept in sessionStorage, fetch() wrappers that send
+// it as a Bearer token (and nothing when no key is stored: embedded mode needs none), and small
+// formatting helpers. Plain browser JavaScript, no build step.
+"use strict";
+
+const KEY_STORAGE = "ganforge.apiKey";
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    // 401: the deployment requires a key and none (or a wrong one) was sent.
+    const hint = status === 401 ? " Enter an API key in the header bar." : "";
+    super((error.message || `HTTP ${status}`) + hint);
+    this.status = status;
+    this.code = error.code || "http_" + status;
+    this.details = Array.isArray(error.details) ? error.details : [];
+  }
+}
+
+const gf = {
+  apiKey() {
+    try { return sessionStorage.getItem(KEY_STORAGE) || ""; } catch (e) { return ""; }
+  },
+
+  headers(extra) {
+    const headers = Object.assign({}, extra || {});
+    const key = gf.apiKey();
+    if (key) headers["Authorization"] = "Bearer " + key;
+    return headers;
+  },
+
+  // A request to the JSON API; resolves to the raw Response, rejects with ApiError on 4xx/5xx.
+  async request(path, options) {
+    options = options || {};
+    const init = { method: options.method || "GET", headers: gf.headers(options.headers) };
+    if (options.json !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = typeof options.json === "string" ? options.json : JSON.stringify(options.json);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (e) {
+      throw new ApiError(0, { error: { code: "network", message: "the service cannot be reached: " + e.message } });
+    }
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch (e) { /* not the envelope */ }
+      throw new ApiError(response.status, body);
+    }
+    return response;
+  },
+
+  async json(path, options) {
+    return (await gf.request(path, options)).json();
+  },
+
+  // Images that need the Authorization header cannot be plain <img src>: fetch them as a blob.
+  async blobUrl(path, options) {
+    const blob = await (await gf.request(path, options)).blob();
+    return URL.createObjectURL(blob);
+  },
+
+  el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "class") node.className = value;
+      else if (name === "text") node.textContent = value;
+      else node.setAttribute(name, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  },
+
+  badge(status) {
+    return gf.el("span", { class: "badge status-" + status, "data-status": status, text: status });
+  },
+
+  time(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    return d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+  },
+
+  num(value, digits) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    if (typeof value !== "number") return String(value);
+    return Math.abs(value) >= 1000 ? value.toFixed(0) : value.toPrecision(digits || 4);
+  },
+
+  showError(node, error) {
+    node.textContent = error ? error.message || String(error) : "";
+    node.hidden = !error;
+  },
+
+  isActive(status) {
+    return status === "queued" || status === "running";
+  },
+};
+
+// The header bar's API key field.
+(function apiKeyField() {
+  const form = document.getElementById("api-key-form");
+  if (!form) return;
+  const input = document.getElementById("api-key");
+  const state = document.getElementById("api-key-state");
+  const show = () => { state.textContent = gf.apiKey() ? "key stored for this tab" : ""; };
+  input.value = gf.apiKey();
+  show();
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    try {
+      if (input.value.trim()) sessionStorage.setItem(KEY_STORAGE, input.value.trim());
+      else sessionStorage.removeItem(KEY_STORAGE);
+    } catch (e) { /* storage disabled: requests go without a key */ }
+    show();
+    window.dispatchEvent(new Event("gf-api-key"));
+  });
+  document.getElementById("api-key-clear").addEventListener("click", () => {
+    input.value = "";
+    try { sessionStorage.removeItem(KEY_STORAGE); } catch (e) { /* nothing stored */ }
+    show();
+    window.dispatchEvent(new Event("gf-api-key"));
+  });
+})();
