@@ -11,6 +11,7 @@ killed job training again (its next claim). Needs PostgreSQL on 127.0.0.1:5432 a
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -164,7 +165,10 @@ def main() -> int:
                 running = session.execute(select(Job.id, Job.worker_id, Job.progress_step)
                                           .where(Job.id.in_(job_ids), Job.status == "running")).all()
             by_pid = {int(w.split(":")[1]): (j, step) for j, w, step in running if w and w.startswith(host + ":")}
-            victims = [w for w in workers if w.pid in by_pid and by_pid[w.pid][1] > 0]
+            # spread the kills over the jobs: none is killed more than its share (+1)
+            killed = collections.Counter(j for j, _ in kills)
+            share = -(-args.kills // args.jobs) + 1
+            victims = [w for w in workers if w.pid in by_pid and by_pid[w.pid][1] > 0 and killed[by_pid[w.pid][0]] < share]
             if victims:
                 victim = rng.choice(victims)
                 victim.send_signal(signal.SIGKILL)
@@ -205,8 +209,13 @@ def main() -> int:
         if later:
             recoveries.append((later[0] - when).total_seconds())
     succeeded = sum(1 for s in final.values() if s == "succeeded")
+    with services.db.read() as session:
+        for job_id, status, attempt, error in session.execute(
+                select(Job.id, Job.status, Job.attempt, Job.error).where(Job.id.in_(job_ids), Job.status != "succeeded")):
+            print(f"NOT SUCCEEDED {job_id}: {status} after {attempt} attempts: {error}")
+    per_job = collections.Counter(j for j, _ in kills)
     print(f"jobs submitted:               {len(job_ids)}")
-    print(f"worker kills (SIGKILL):       {len(kills)}")
+    print(f"worker kills (SIGKILL):       {len(kills)} over {len(per_job)} jobs (at most {max(per_job.values(), default=0)} per job)")
     print(f"redis restarted empty:        {'yes' if redis_restarted else 'no'}")
     print(f"s3 outage:                    {'%.0f s' % args.outage if outage_done else 'no'}")
     print(f"succeeded:                    {succeeded}")

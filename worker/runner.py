@@ -24,8 +24,8 @@ from jobs.lifecycle import Claim, LeaseLost
 from jobs.models import Artifact, Metric
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
-from jobs.storage import checkpoint_key, final_key, sample_key
-from worker.uploads import Uploader, UploadsPending
+from jobs.storage import ObjectNotFound, StorageError, checkpoint_key, final_key, sample_key
+from worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,13 @@ def prune_checkpoints(services: Services, claim: Claim, spec: JobSpec) -> None:
             log.warning("could not delete %s: %s", artifact.key, exc, extra={"job_id": claim.job_id})
 
 
-def latest_checkpoint(services: Services, job_id: str) -> dict[str, Any] | None:
-    """The newest checkpoint of an earlier attempt, loaded safely; None if there is none."""
+def latest_checkpoint(services: Services, job_id: str, patience_seconds: float = 0.0) -> dict[str, Any] | None:
+    """The newest checkpoint of an earlier attempt, loaded safely; None if there is none.
+
+    While the store is unreachable the download is retried with backoff for up to
+    ``patience_seconds`` (an outage must not fail a job that is resuming); a missing object is
+    not retried.
+    """
     from sqlalchemy import select
 
     with services.db.session() as session:
@@ -169,7 +174,20 @@ def latest_checkpoint(services: Services, job_id: str) -> dict[str, Any] | None:
         ).scalar_one_or_none()
     if artifact is None:
         return None
-    return ckpt.load(services.storage.get(artifact.key), expect=ckpt.TRAINING_FORMAT)
+    deadline, delay = time.monotonic() + patience_seconds, BACKOFF_START
+    while True:
+        try:
+            data = services.storage.get(artifact.key)
+            break
+        except ObjectNotFound:
+            raise
+        except StorageError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("cannot fetch %s (%s); retrying in %.1f s", artifact.key, exc, delay, extra={"job_id": job_id})
+            time.sleep(delay)
+            delay = min(BACKOFF_MAX, delay * 2)
+    return ckpt.load(data, expect=ckpt.TRAINING_FORMAT)
 
 
 def loss_plot(services: Services, job_id: str, title: str) -> bytes:
@@ -208,7 +226,8 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
     try:
         trainer = None
         while True:
-            resume = latest_checkpoint(services, job_id)
+            with reporter.long_operation("fetch checkpoint"):
+                resume = latest_checkpoint(services, job_id, settings.upload_patience_seconds)
             trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=reporter, resume_from=resume,
                               dataset=trainer.data if trainer is not None else None)
             trainer.lr_scale = 0.5 ** divergences

@@ -209,6 +209,12 @@ class FlakyStorage(LocalStorage):
             raise StorageError(f"upload of {key} failed: connection refused")
         return super().put(key, data, content_type)
 
+    def get(self, key):
+        if self.down.is_set():
+            self.refused += 1
+            raise StorageError(f"download of {key} failed: connection refused")
+        return super().get(key)
+
 
 def test_a_storage_outage_delays_artifacts_but_loses_none(services, tmp_path):
     store = FlakyStorage(tmp_path / "flaky")
@@ -223,6 +229,25 @@ def test_a_storage_outage_delays_artifacts_but_loses_none(services, tmp_path):
         for artifact in artifacts(services, job_id, kind):
             assert len(store.get(artifact.key)) == artifact.bytes
     assert not any((services.settings.data_dir / "spool" / job_id).rglob("*-*")), "spool left behind"
+
+
+def test_a_job_resuming_during_a_storage_outage_waits_for_its_checkpoint(services, tmp_path):
+    store = FlakyStorage(tmp_path / "flaky")
+    services.storage = store
+    job_id = submit(services, ring_spec(steps=200, checkpoint_every=50, sample_every=100))
+    drain = threading.Event()
+    thread = threading.Thread(target=run_job, args=(services, job_id, "w1"), kwargs={"drain": drain})
+    thread.start()
+    while job(services, job_id).progress_step < 60:
+        time.sleep(0.02)
+    drain.set()
+    thread.join(60)
+    assert job(services, job_id).status == "queued"
+    store.down.set()
+    refused = store.refused
+    threading.Timer(2.0, store.down.clear).start()
+    assert run_job(services, job_id, "w2") == "succeeded"  # not "failed: cannot download"
+    assert store.refused > refused and job(services, job_id).progress_step == 200
 
 
 def test_retention_keeps_the_latest_k_and_the_best_evaluated_checkpoint(services, monkeypatch):
