@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """A configured app. Without ``services`` they are built from ``settings`` (default: the
     environment); with ``services``, their settings are used and ``settings`` must be None or
     the same object."""
-    from api import artifacts, health, jobs
+    from api import artifacts, auth, health, jobs, openapi
     from api import logging as api_logging
     from api.errors import register_error_handlers
     from api.generation import GenerationRuntime
@@ -47,8 +47,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions[GENERATION] = runtime
 
     api_logging.init_app(app, settings.log_json)
+    auth.init_app(app, settings.auth_required, auth.KeyCache(services.db, settings.auth_cache_seconds))  # after the request id
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(artifacts.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from api.auth import principal, scoped
 from api.errors import APIError, invalid, not_found
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
 from api.schemas import (
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
-TENANT = "default"  # one tenant until authentication arrives
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 MAX_METRIC_NAMES = 32
@@ -63,13 +63,14 @@ def _object_body(code: str, what: str) -> dict[str, Any]:
 
 
 def _require_job(session: Session, job_id: str) -> None:
-    if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+    # Another tenant's job is "not found", exactly like a job that does not exist.
+    if session.scalar(scoped(select(Job.id).where(Job.id == job_id))) is None:
         raise not_found("job")
 
 
 def _job_view(session: Session, job_id: str) -> dict[str, Any]:
     # Plain rows, not ORM objects: this is the most polled endpoint, and rows cost a third less.
-    job = session.execute(select(*SUMMARY_COLUMNS, Job.spec).where(Job.id == job_id)).one_or_none()
+    job = session.execute(scoped(select(*SUMMARY_COLUMNS, Job.spec).where(Job.id == job_id))).one_or_none()
     if job is None:
         raise not_found("job")
     events = session.execute(
@@ -124,8 +125,9 @@ def submit_job():
         spec = JobSpec.model_validate(doc, context=svc.settings.spec_limits)
     except ValidationError as exc:
         raise _invalid_body("invalid_spec", exc, "job spec") from None
+    who = principal()
     with svc.db.session() as session:
-        job = lifecycle.submit(session, spec, tenant=TENANT, auto_queue="cpu")
+        job = lifecycle.submit(session, spec, tenant=who.tenant, auto_queue="cpu")
         job_id, queue = job.id, job.queue
     # Only now is the row committed: a worker handed the id can always find the job.
     try:
@@ -159,7 +161,7 @@ def list_jobs():
             after = decode_cursor(cursor)
         except ValueError:
             raise invalid("cursor", "not a cursor from this API; start again without it") from None
-    stmt = select(*SUMMARY_COLUMNS)
+    stmt = scoped(select(*SUMMARY_COLUMNS))
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if after is not None:
@@ -189,7 +191,9 @@ def cancel_job(job_id: str):
     heartbeat). Finished: 409."""
     check_id(job_id, "job")
     svc = services()
-    lifecycle.request_cancel(svc.db, job_id)  # JobNotFound → 404, IllegalTransition → 409
+    who = principal()
+    # JobNotFound (also another tenant's job) → 404, IllegalTransition → 409
+    lifecycle.request_cancel(svc.db, job_id, tenant=None if who.is_admin else who.tenant)
     log.info("cancellation of job %s requested", job_id, extra={"job_id": job_id})
     with svc.db.session() as session:
         return jsonify(_job_view(session, job_id))
