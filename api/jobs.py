@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal, scoped
 from api.errors import APIError, invalid, not_found
+from api.limits import check_submission
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
 from api.schemas import (
     SUMMARY_COLUMNS,
@@ -127,6 +128,7 @@ def submit_job():
         raise _invalid_body("invalid_spec", exc, "job spec") from None
     who = principal()
     with svc.db.session() as session:
+        limit_headers = check_submission(session, svc.settings, who.tenant)  # 429 past a per-tenant limit
         job = lifecycle.submit(session, spec, tenant=who.tenant, auto_queue="cpu")
         job_id, queue = job.id, job.queue
     # Only now is the row committed: a worker handed the id can always find the job.
@@ -145,6 +147,7 @@ def submit_job():
     response = jsonify(view)
     response.status_code = 201
     response.headers["Location"] = f"/v1/jobs/{job_id}"
+    response.headers.update(limit_headers)
     return response
 
 
