@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal, scoped
 from api.errors import APIError, invalid, not_found
-from api.limits import check_submission
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
+from api.limits import check_submission
 from api.schemas import (
     SUMMARY_COLUMNS,
     GenerateRequest,
@@ -33,7 +33,7 @@ from api.schemas import (
 from api.state import generation, services, signer
 from api.validation import check_id, json_body, query_int, query_str
 from gan_core.spec import JobSpec, error_details
-from jobs import lifecycle
+from jobs import datasets, lifecycle
 from jobs.models import STATUSES, Artifact, Job, JobEvent, Metric
 from jobs.storage import StorageError
 
@@ -126,6 +126,10 @@ def submit_job():
         spec = JobSpec.model_validate(doc, context=svc.settings.spec_limits)
     except ValidationError as exc:
         raise _invalid_body("invalid_spec", exc, "job spec") from None
+    try:
+        datasets.check_spec(spec, svc.settings)  # no server paths, no internal hosts (SSRF)
+    except datasets.DatasetSourceError as exc:
+        raise invalid("dataset.path", str(exc), code="invalid_spec") from None
     who = principal()
     with svc.db.session() as session:
         limit_headers = check_submission(session, svc.settings, who.tenant)  # 429 past a per-tenant limit

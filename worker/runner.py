@@ -16,7 +16,7 @@ from gan_core import images
 from gan_core.data import DataConfig, DataError
 from gan_core.spec import JobSpec
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
-from jobs import lifecycle
+from jobs import datasets, lifecycle
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.models import Artifact, Metric
 from jobs.services import Services
@@ -162,6 +162,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None) -> st
     try:
         with services.db.session() as session:
             spec = JobSpec.model_validate(lifecycle.get(session, job_id).spec)
+        spec = datasets.localise(spec, services.settings, job_id)  # user data: allowed sources, size-capped
         resume = latest_checkpoint(services, job_id)
         trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=reporter, resume_from=resume)
         if resume is not None:
@@ -192,6 +193,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None) -> st
         return _fail(services, claim, f"internal error: {type(exc).__name__}: {exc}")
     finally:
         uploader.close()
+        datasets.discard(job_id)
 
 
 def _fail(services: Services, claim: Claim, reason: str) -> str:
