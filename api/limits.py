@@ -35,7 +35,9 @@ def check_submission(session: Session, settings: Settings, tenant: str) -> dict[
             select(Job.created_at).where(Job.tenant == tenant, Job.created_at > now - WINDOW)
             .order_by(Job.created_at.desc()).limit(rate)
         ).all()
-        headers = {"X-RateLimit-Limit": f"{rate};w=60", "X-RateLimit-Remaining": str(max(0, rate - len(recent) - 1))}
+        # Per 60 s window (X-RateLimit-Window), the tenant's submissions left after this one.
+        headers = {"X-RateLimit-Limit": str(rate), "X-RateLimit-Window": "60",
+                   "X-RateLimit-Remaining": str(max(0, rate - len(recent) - 1))}
         if len(recent) >= rate:
             wait = max(1, math.ceil((recent[-1] + WINDOW - now).total_seconds()))
             raise APIError(429, "rate_limited", f"at most {rate} submissions per minute per tenant; "

@@ -34,6 +34,12 @@ ERROR_TEXT = {
     503: "a dependency (database, store, generation capacity) is unavailable; retry",
 }
 ID_PATTERN = r"^[0-9a-f]{32}$"
+RATE_HEADERS = {
+    "X-RateLimit-Limit": {"description": "submissions allowed per window (absent when unlimited)",
+                          "schema": {"type": "string"}},
+    "X-RateLimit-Window": {"description": "the window, in seconds", "schema": {"type": "string"}},
+    "X-RateLimit-Remaining": {"description": "submissions left in the window", "schema": {"type": "string"}},
+}
 
 
 def _json(ref: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +79,10 @@ def build_spec() -> dict[str, Any]:
         return refs[(model, mode)]
 
     def errors(*codes: int) -> dict[str, Any]:
-        return {str(c): {"description": ERROR_TEXT[c], "content": _json(ref(s.ErrorEnvelope))} for c in codes}
+        out = {str(c): {"description": ERROR_TEXT[c], "content": _json(ref(s.ErrorEnvelope))} for c in codes}
+        for code in {"429", "503"} & set(out):
+            out[code]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+        return out
 
     def op(summary: str, ok: dict[str, Any], errs: tuple[int, ...], *, body: type[BaseModel] | None = None,
            params: list[dict[str, Any]] | None = None, public: bool = False, op_id: str) -> dict[str, Any]:
@@ -92,7 +101,8 @@ def build_spec() -> dict[str, Any]:
     paths = {
         "/v1/jobs": {
             "post": op("Submit a training job", {"201": {"description": "queued", "content": _json(ref(s.JobOut)),
-                                                        "headers": {"Location": {"schema": {"type": "string"}}}}},
+                                                        "headers": {"Location": {"schema": {"type": "string"}},
+                                                                    **RATE_HEADERS}}},
                        (400, *auth_errs, 413, 415, 422, 429), body=JobSpec, op_id="submitJob"),
             "get": op("List jobs, newest first", {"200": {"description": "a page", "content": _json(ref(s.JobPage))}},
                       (*auth_errs, 422), params=_query_parameters(s.ListJobsQuery), op_id="listJobs"),
