@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """A configured app. Without ``services`` they are built from ``settings`` (default: the
     environment); with ``services``, their settings are used and ``settings`` must be None or
     the same object."""
-    from api import artifacts, dashboard, health, job_media, jobs, presets
+    from api import artifacts, auth, dashboard, health, job_media, jobs, openapi, presets
     from api import logging as api_logging
     from api.errors import register_error_handlers
     from api.generation import GenerationRuntime
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions[GENERATION] = runtime
 
     api_logging.init_app(app, settings.log_json)
+    auth.init_app(app, settings.auth_required, auth.KeyCache(services.db, settings.auth_cache_seconds))  # after the request id
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
@@ -54,4 +55,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(job_media.bp)
     app.register_blueprint(presets.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -1,9 +1,9 @@
 """/v1/artifacts/{id}/content: an artifact's bytes, streamed from the store through the API.
 
 A URL from a listing carries ``expires`` and ``signature`` (see api.signing); with them the
-content is served to anyone until expiry, and a wrong or expired pair is refused with 403.
-Without them the endpoint is open for now (authentication comes later and will require one or
-the other).
+content is served to anyone until expiry (that is what a presigned URL is for), and a wrong or
+expired pair is refused with 403. Without them the caller must be authenticated and own the
+artifact's job (admins: any job); another tenant's artifact is a 404.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import PurePosixPath
 from flask import Blueprint, Response, request
 from sqlalchemy import select
 
+from api.auth import scoped
 from api.errors import APIError, not_found
 from api.signing import SignatureError
 from api.state import services, signer
 from api.validation import check_id
-from jobs.models import Artifact
+from jobs.models import Artifact, Job
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,18 @@ bp = Blueprint("artifacts", __name__, url_prefix="/v1/artifacts")
 def content(artifact_id: str):
     check_id(artifact_id, "artifact")
     expires, signature = request.args.get("expires"), request.args.get("signature")
-    if expires is not None or signature is not None:
+    signed = expires is not None or signature is not None
+    if signed:
         try:
             signer().verify(artifact_id, expires, signature)
         except SignatureError as exc:
             raise APIError(403, "forbidden", f"this download URL is not valid: {exc}; list the artifacts again") from None
+    stmt = select(Artifact).where(Artifact.id == artifact_id)
+    if not signed:
+        stmt = scoped(stmt.join(Job, Job.id == Artifact.job_id))
     svc = services()
     with svc.db.read() as session:
-        artifact = session.scalar(select(Artifact).where(Artifact.id == artifact_id))
+        artifact = session.scalar(stmt)
     if artifact is None:
         raise not_found("artifact")
     headers = {

@@ -15,11 +15,13 @@ from typing import Any, Sequence
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from api.auth import principal, scoped
 from api.errors import APIError, invalid, not_found
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
+from api.limits import check_submission
 from api.schemas import (
     DETAIL_COLUMNS,
     SUMMARY_COLUMNS,
@@ -34,7 +36,7 @@ from api.schemas import (
 from api.state import generation, services, signer
 from api.validation import check_id, json_body, query_int, query_str
 from gan_core.spec import JobSpec, error_details
-from jobs import lifecycle
+from jobs import datasets, lifecycle
 from jobs.models import STATUSES, Artifact, Job, JobEvent, Metric
 from jobs.storage import StorageError
 
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
-TENANT = "default"  # one tenant until authentication arrives
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 MAX_METRIC_NAMES = 32
@@ -66,13 +67,21 @@ def _object_body(code: str, what: str) -> dict[str, Any]:
 
 
 def _require_job(session: Session, job_id: str) -> None:
-    if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
+    # Another tenant's job is "not found", exactly like a job that does not exist.
+    if session.scalar(scoped(select(Job.id).where(Job.id == job_id))) is None:
         raise not_found("job")
+
+
+# Built once: constructing the statement (and its tenant filter) per request cost ~0.1 ms.
+_JOB_ROW = select(*DETAIL_COLUMNS).where(Job.id == bindparam("job_id"))
+_OWNED_JOB_ROW = _JOB_ROW.where(Job.tenant == bindparam("tenant"))
 
 
 def _job_view(session: Session, job_id: str) -> dict[str, Any]:
     # Plain rows, not ORM objects: this is the most polled endpoint, and rows cost a third less.
-    job = session.execute(select(*DETAIL_COLUMNS).where(Job.id == job_id)).one_or_none()
+    who = principal()  # another tenant's job is not found (admins see all)
+    stmt = _JOB_ROW if who.is_admin else _OWNED_JOB_ROW
+    job = session.execute(stmt, {"job_id": job_id, "tenant": who.tenant}).one_or_none()
     if job is None:
         raise not_found("job")
     events = session.execute(
@@ -209,6 +218,11 @@ def _idempotency_key() -> str | None:
     return key
 
 
+def _idempotency_conflict(exc: Exception) -> APIError:
+    return APIError(409, "idempotency_conflict", str(exc),
+                    [{"field": "Idempotency-Key", "problem": "already used with a different request body"}])
+
+
 @bp.post("")
 def submit_job():
     """Submit a job. With an ``Idempotency-Key`` header a retried POST returns the job the first
@@ -220,18 +234,33 @@ def submit_job():
         spec = JobSpec.model_validate(doc, context=svc.settings.spec_limits)
     except ValidationError as exc:
         raise _invalid_body("invalid_spec", exc, "job spec") from None
-    created = True
-    if key is None:
-        with svc.db.session() as session:
-            job = lifecycle.submit(session, spec, tenant=TENANT, auto_queue="cpu")
-            job_id, queue = job.id, job.queue
-    else:
+    try:
+        datasets.check_spec(spec, svc.settings)  # no server paths, no internal hosts (SSRF)
+    except datasets.DatasetSourceError as exc:
+        raise invalid("dataset.path", str(exc), code="invalid_spec") from None
+    who = principal()
+    created, limit_headers = True, {}
+    replay = None
+    if key is not None:
         body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
         try:
-            job_id, created = lifecycle.submit_once(svc.db, spec, TENANT, key, body_hash, auto_queue="cpu")
+            replay = lifecycle.idempotent_job(svc.db, who.tenant, key, body_hash)
         except lifecycle.IdempotencyConflict as exc:
-            raise APIError(409, "idempotency_conflict", str(exc),
-                           [{"field": "Idempotency-Key", "problem": "already used with a different request body"}]) from None
+            raise _idempotency_conflict(exc) from None
+    if replay is not None:  # a retry of a submit that worked: no new job, no limit spent
+        job_id, queue, created = replay, lifecycle.queue_for(spec, "cpu"), False
+    elif key is None:
+        with svc.db.session() as session:
+            limit_headers = check_submission(session, svc.settings, who.tenant)  # 429 past a per-tenant limit
+            job = lifecycle.submit(session, spec, tenant=who.tenant, auto_queue="cpu")
+            job_id, queue = job.id, job.queue
+    else:
+        with svc.db.session() as session:
+            limit_headers = check_submission(session, svc.settings, who.tenant)
+        try:
+            job_id, created = lifecycle.submit_once(svc.db, spec, who.tenant, key, body_hash, auto_queue="cpu")
+        except lifecycle.IdempotencyConflict as exc:  # a racing request with this key and another body
+            raise _idempotency_conflict(exc) from None
         queue = lifecycle.queue_for(spec, "cpu")
     # Only now is the row committed: a worker handed the id can always find the job.
     if created:
@@ -251,6 +280,7 @@ def submit_job():
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
+    response.headers.update(limit_headers)
     return response
 
 
@@ -267,7 +297,7 @@ def list_jobs():
             after = decode_cursor(cursor)
         except ValueError:
             raise invalid("cursor", "not a cursor from this API; start again without it") from None
-    stmt = select(*SUMMARY_COLUMNS)
+    stmt = scoped(select(*SUMMARY_COLUMNS))
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if after is not None:
@@ -297,7 +327,9 @@ def cancel_job(job_id: str):
     heartbeat). Finished: 409."""
     check_id(job_id, "job")
     svc = services()
-    lifecycle.request_cancel(svc.db, job_id)  # JobNotFound → 404, IllegalTransition → 409
+    who = principal()
+    # JobNotFound (also another tenant's job) → 404, IllegalTransition → 409
+    lifecycle.request_cancel(svc.db, job_id, tenant=None if who.is_admin else who.tenant)
     log.info("cancellation of job %s requested", job_id, extra={"job_id": job_id})
     with svc.db.session() as session:
         return jsonify(_job_view(session, job_id))

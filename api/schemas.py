@@ -143,3 +143,125 @@ class GenerateRequest(BaseModel):
         if labels is None or is_int(labels) or (isinstance(labels, list) and all(is_int(v) for v in labels)):
             return labels
         raise ValueError("must be null, an integer, or a list of integers")
+
+
+# ---- responses (the contract: api/openapi.py publishes these; tests check the views follow them) --
+class _Out(BaseModel):
+    # Closed objects: a field the schema does not name is a contract violation the fuzz tests catch.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Progress(_Out):
+    step: int
+    total: int
+    fraction: float = Field(ge=0, le=1)
+
+
+class JobSummary(_Out):
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    name: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    queue: str
+    progress: Progress
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    max_attempts: int
+    error: str | None
+    cancel_requested: bool
+    latest_metrics: dict[str, float | None] | None
+    evaluation: dict[str, Any] | None
+
+
+class JobEventOut(_Out):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    at: datetime
+    from_: str | None = Field(alias="from")
+    to: str
+    attempt: int
+    message: str
+
+
+class JobOut(JobSummary):
+    spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
+    events: list[JobEventOut]
+
+
+class JobPage(_Out):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class MetricSeries(_Out):
+    steps: list[int]
+    values: list[float | None] = Field(description="null where the value was not finite")
+
+
+class MetricsOut(_Out):
+    series: dict[str, MetricSeries]
+
+
+class ArtifactLink(_Out):
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    step: int
+    url: str = Field(description="a presigned URL: fetch it without credentials until expires_at")
+    expires_at: datetime
+    bytes: int
+    sha256: str
+    content_type: str
+
+
+class ArtifactList(_Out):
+    items: list[ArtifactLink]
+
+
+class CheckpointList(_Out):
+    items: list[ArtifactLink]
+    final: ArtifactLink | None = Field(description="the final generator, once the job has succeeded")
+
+
+class ErrorDetail(_Out):
+    field: str
+    problem: str
+
+
+class ErrorBody(_Out):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+    request_id: str | None = None
+
+
+class ErrorEnvelope(_Out):
+    error: ErrorBody
+
+
+class Health(_Out):
+    status: Literal["ok"]
+
+
+class CheckResult(_Out):
+    status: Literal["ok", "error"]
+    error: str | None = None
+
+
+class Readiness(_Out):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, CheckResult]
+    failed: list[str] | None = None
+
+
+# ---- query parameters (documented from these models; the views parse with api.validation) -----
+class ListJobsQuery(BaseModel):
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    limit: int = Field(50, ge=1, le=200, description="page size")
+    cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page")
+
+
+class MetricsQuery(BaseModel):
+    names: str | None = Field(None, description="comma-separated series names (default: all), at most 32")
+    since_step: int | None = Field(None, ge=0, description="only points after this step (exclusive)")
+    max_points: int | None = Field(None, ge=2, le=100_000, description="evenly strided per series, first and last kept")

@@ -100,7 +100,15 @@ def main() -> None:
                            stdout=(workdir / "api.log").open("wb"), stderr=subprocess.STDOUT)
     worker = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", "--queues", "cpu"], env=env, cwd=REPO,
                               stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT)
-    client = Client(f"http://127.0.0.1:{api_port}")
+    # Production needs API keys: one tenant key, created as an operator would (the GET load below
+    # includes the key lookup, cached per process for GANFORGE_AUTH_CACHE_SECONDS).
+    from jobs.db import Database
+    from jobs.keys import create_key
+
+    key_db = Database(db_url)
+    api_key = create_key(key_db, "bench")[1]
+    key_db.dispose()
+    client = Client(f"http://127.0.0.1:{api_port}", api_key=api_key)
     try:
         wait_until(lambda: _ok(client), 60, "API up")
         print(f"servers: PostgreSQL {db_name}, Redis db {redis_db}, moto S3 :{s3_port}, gunicorn x{args.api_workers} :{api_port}, "
@@ -123,7 +131,7 @@ def main() -> None:
 
         # 2. GET /v1/jobs/{id} under load
         if "2" in args.phases:
-            _get_load(args, api_port, job["id"])
+            _get_load(args, api_port, job["id"], api_key)
         if "3" not in args.phases:
             return
         # 3. training through the worker vs the bare loop
@@ -154,8 +162,9 @@ def main() -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
-def _get_load(args, api_port: int, job_id: str) -> None:
+def _get_load(args, api_port: int, job_id: str, api_key: str) -> None:
     out = subprocess.run(["wrk", "-t2", f"-c{args.wrk_connections}", f"-d{args.wrk_seconds}s", "--latency",
+                          "-H", f"Authorization: Bearer {api_key}",
                           f"http://127.0.0.1:{api_port}/v1/jobs/{job_id}"], capture_output=True, text=True,
                          timeout=args.wrk_seconds + 30)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))

@@ -88,6 +88,25 @@ def save(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return path
 
 
+MAX_NODES = 1_000_000  # containers and values in a loaded checkpoint, counting shared ones each time
+
+
+def _check_bounded(data: Any, name: str) -> None:
+    """Refuse a pickle bomb: a few KB of shared references (``x = [x] * 10``, sixty times) unpickle
+    into a tiny object graph that anything walking it (validation, repr, a copy) would expand
+    into 10**60 visits. Real checkpoints hold a few thousand entries."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise CheckpointError(f"{name}: refused to load: it holds more than {MAX_NODES} values (a pickle bomb?)")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
 def load(source: str | os.PathLike[str] | bytes | BinaryIO, expect: str | None = None) -> dict[str, Any]:
     """Load a checkpoint or generator file safely (``weights_only=True``: no arbitrary code).
 
@@ -123,6 +142,7 @@ def load(source: str | os.PathLike[str] | bytes | BinaryIO, expect: str | None =
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{name}: corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
+    _check_bounded(data, name)
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt not in (TRAINING_FORMAT, GENERATOR_FORMAT):
         raise CheckpointError(f"{name}: not a ganforge checkpoint")

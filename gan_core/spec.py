@@ -258,7 +258,8 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
     """[{field, problem}] for a pydantic error: the field path dotted, the reason in words."""
     details = []
     for err in exc.errors(include_url=False):
-        loc = [str(part) for part in err.get("loc", ())]
+        # An empty key (``{"": 1}``) is still named: a field path never has an empty part.
+        loc = [str(part) if str(part) else '""' for part in err.get("loc", ())]
         problem = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             problem = "unknown field"

@@ -63,6 +63,53 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         time.sleep(settings.reconcile_seconds)
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Operator commands on the database (like ``db upgrade``): no API, no key needed."""
+    from jobs.db import Database
+    from jobs.keys import KeyAdminError, create_key, list_keys, revoke_key
+
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    settings = _settings()
+    if settings.is_embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        if args.action == "create":
+            row, key = create_key(db, args.tenant, args.admin)
+            print(f"created key {row.id} for tenant {row.tenant}{' (admin)' if row.is_admin else ''}; "
+                  "it is shown only now:", file=sys.stderr)
+            print(key)  # alone on the last line of stdout, for scripts
+        elif args.action == "list":
+            rows = list_keys(db)
+            for row in rows:
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+                print(f"{row.id}  {row.prefix}…  {row.tenant:20s} {'admin ' if row.is_admin else ''}{state}")
+            if not rows:
+                print("no API keys")
+        else:
+            row = revoke_key(db, args.id)
+            print(f"revoked key {row.id} ({row.prefix}…, tenant {row.tenant}); API processes forget it within "
+                  f"{settings.auth_cache_seconds:g} s")
+    except KeyAdminError as exc:
+        raise CLIError(str(exc), 2) from None
+    except (OperationalError, ProgrammingError) as exc:
+        raise CLIError(f"cannot use the api_keys table ({type(exc).__name__}); run `ganforge db upgrade` first") from None
+    finally:
+        db.dispose()
+    return 0
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_embedded_host(settings, host: str) -> None:
+    # Embedded mode has no multi-user story (SQLite, keys optional): it never listens beyond this machine.
+    if settings.is_embedded and host not in LOOPBACK:
+        raise CLIError(f"embedded mode binds 127.0.0.1 only, not {host}; run GANFORGE_MODE=production "
+                       "(PostgreSQL, Redis, S3, API keys) to serve other machines", 2)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.logs import configure_logging
     from worker.celery_app import make_celery
@@ -94,6 +141,7 @@ def _serve_embedded(host: str, port: int, ready_file: str | None = None):
 
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings()
+    _check_embedded_host(settings, args.host)
     if settings.is_embedded:
         server = _serve_embedded(args.host, args.port)
         print(f"ganforge API on http://{args.host}:{server.server_port} (embedded; Ctrl-C stops)", flush=True)
@@ -123,6 +171,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["GANFORGE_HOME"] = str(Path(args.data_dir).resolve())
     os.environ.setdefault("GANFORGE_MODE", "embedded")
     settings = _settings()
+    _check_embedded_host(settings, args.host)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     from jobs.logs import configure_logging
     from jobs.migrate import upgrade
@@ -350,6 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
 
+    p = sub.add_parser("keys", help="API keys (operator commands on the database)")
+    keys = p.add_subparsers(dest="action", required=True)
+    k = keys.add_parser("create", help="a new key; printed once, alone on the last line")
+    k.add_argument("--tenant", required=True)
+    k.add_argument("--admin", action="store_true", help="may read and cancel every tenant's jobs")
+    keys.add_parser("list", help="every key: id, prefix, tenant, admin, state")
+    k = keys.add_parser("revoke", help="revoke a key by id")
+    k.add_argument("id")
+    p.set_defaults(func=cmd_keys)
+
     p = sub.add_parser("db", help="database migrations")
     p.add_argument("action", choices=("upgrade", "downgrade"))
     p.add_argument("revision", nargs="?")
@@ -357,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080)")
+        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
+                                     "the API key comes from $GANFORGE_API_KEY")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 

@@ -94,6 +94,19 @@ def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue:
     return job
 
 
+def idempotent_job(db: Database, tenant: str, idempotency_key: str, request_hash: str) -> str | None:
+    """The id of the job this tenant submitted with ``idempotency_key``, None if there is none;
+    IdempotencyConflict if that submit had another request body."""
+    with db.read() as session:
+        row = session.execute(select(Job.id, Job.request_hash).where(
+            Job.tenant == tenant, Job.idempotency_key == idempotency_key)).one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used with a different request body")
+    return row.id
+
+
 def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, request_hash: str,
                 auto_queue: str = "cpu") -> tuple[str, bool]:
     """Submit unless this tenant already used ``idempotency_key``: (job id, created).
@@ -104,18 +117,10 @@ def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, 
     """
     from sqlalchemy.exc import IntegrityError
 
-    def existing() -> tuple[str, str | None] | None:
-        with db.read() as session:
-            row = session.execute(select(Job.id, Job.request_hash).where(
-                Job.tenant == tenant, Job.idempotency_key == idempotency_key)).one_or_none()
-        return (row.id, row.request_hash) if row is not None else None
-
     for _ in range(2):
-        found = existing()
+        found = idempotent_job(db, tenant, idempotency_key, request_hash)
         if found is not None:
-            if found[1] != request_hash:
-                raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used with a different request body")
-            return found[0], False
+            return found, False
         try:
             with db.session() as session:
                 job = submit(session, spec, tenant, auto_queue, idempotency_key, request_hash)

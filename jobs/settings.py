@@ -29,6 +29,34 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not value >= 0:
+        raise SettingsError(f"{name} must be a number >= 0, not {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1/0 (true/false), not {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     mode: str = "embedded"  # embedded | production
@@ -53,6 +81,16 @@ class Settings:
     dataset_dir: Path | None = None  # GANFORGE_DATA_DIR: one folder per dataset
     log_json: bool = True
     signing_secret: str = field(default="", repr=False)  # GANFORGE_SECRET_KEY: signs artifact download URLs
+    # ---- security (see api/auth.py, api/limits.py, jobs/datasets.py) ----
+    auth: str = "off"  # GANFORGE_AUTH: off (embedded default: one local admin) | required (production: always)
+    auth_cache_seconds: float = 5.0  # key hash -> principal cached this long per process; revocation lag
+    max_queued_per_tenant: int = 100  # submissions past this many queued jobs: 429
+    max_active_per_tenant: int = 200  # queued + running; past it: 429
+    submit_rate_per_minute: int = 60  # per tenant, sliding 60 s window over the jobs table: 429 + Retry-After
+    dataset_s3_buckets: tuple[str, ...] = ()  # GANFORGE_DATASET_S3_BUCKETS: buckets tenants may name
+    dataset_https_hosts: tuple[str, ...] = ()  # GANFORGE_DATASET_HTTPS_HOSTS: empty = any public host
+    allow_local_datasets: bool = True  # server paths in dataset.path; embedded only (one trusted user)
+    max_dataset_bytes: int = 2 * 1024**3  # GANFORGE_MAX_DATASET_BYTES: download cap
 
     # ---- derived --------------------------------------------------------------------------
     @property
@@ -62,6 +100,10 @@ class Settings:
     @property
     def is_embedded(self) -> bool:
         return self.mode == "embedded"
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "required"
 
     def resolve_signing_secret(self) -> str:
         """The URL-signing secret: GANFORGE_SECRET_KEY; required in production. Embedded mode
@@ -114,6 +156,14 @@ class Settings:
         if not storage_url.startswith(("s3://", "file://")):
             raise SettingsError("GANFORGE_STORAGE_URL must be s3://bucket[/prefix] or file:///path")
         dataset_dir = env.get("GANFORGE_DATA_DIR")
+        auth = env.get("GANFORGE_AUTH", "required" if mode == "production" else "off")
+        if auth not in ("off", "required"):
+            raise SettingsError(f"GANFORGE_AUTH must be 'off' or 'required', not {auth!r}")
+        if mode == "production" and auth != "required":
+            raise SettingsError("production mode needs GANFORGE_AUTH=required (API keys); 'off' is for embedded use only")
+        allow_local = _bool(env, "GANFORGE_ALLOW_LOCAL_DATASETS", mode == "embedded")
+        if mode == "production" and allow_local:
+            raise SettingsError("GANFORGE_ALLOW_LOCAL_DATASETS cannot be on in production: tenants would read server files")
         return cls(
             mode=mode,
             data_dir=data_dir,
@@ -137,4 +187,13 @@ class Settings:
             dataset_dir=Path(dataset_dir) if dataset_dir else None,
             log_json=env.get("GANFORGE_LOG_JSON", "1") not in ("0", "false", "no"),
             signing_secret=env.get("GANFORGE_SECRET_KEY", ""),
+            auth=auth,
+            auth_cache_seconds=_float(env, "GANFORGE_AUTH_CACHE_SECONDS", 5.0),
+            max_queued_per_tenant=_int(env, "GANFORGE_MAX_QUEUED_PER_TENANT", 100),
+            max_active_per_tenant=_int(env, "GANFORGE_MAX_ACTIVE_PER_TENANT", 200),
+            submit_rate_per_minute=_int(env, "GANFORGE_SUBMIT_RATE_PER_MINUTE", 60),
+            dataset_s3_buckets=_list(env, "GANFORGE_DATASET_S3_BUCKETS"),
+            dataset_https_hosts=_list(env, "GANFORGE_DATASET_HTTPS_HOSTS"),
+            allow_local_datasets=allow_local,
+            max_dataset_bytes=_int(env, "GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3),
         )

@@ -19,7 +19,7 @@ from gan_core.data import DataConfig, DataError
 from gan_core.evaluation import quality_score
 from gan_core.spec import JobSpec
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
-from jobs import lifecycle
+from jobs import datasets, lifecycle
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.models import Artifact, Metric
 from jobs.queue import PRIORITY_RESUME
@@ -224,6 +224,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
                         and prune_checkpoints(services, claim, spec))
     reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
     try:
+        spec = datasets.localise(spec, settings, job_id)  # user data: allowed sources, size-capped
         trainer = None
         while True:
             with reporter.long_operation("fetch checkpoint"):
@@ -269,6 +270,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         return _fail(services, claim, f"internal error: {type(exc).__name__}: {exc}")
     finally:
         uploader.close()
+        datasets.discard(job_id)
 
 
 def _latest_checkpoint_step(services: Services, job_id: str) -> int:

@@ -4,7 +4,6 @@ steps, metrics and artifacts, each listed once. Bounded in time: small ring8 job
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from gan_core.spec import JobSpec
 from jobs import lifecycle

@@ -73,8 +73,16 @@ def test_http_to_worker_to_s3(service_env, start_worker, tmp_path):
                            env=service_env, stdout=api_log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
     start_worker(service_env, tmp_path)
     try:
-        client = Client(f"http://127.0.0.1:{port}")
+        # Production requires API keys: made by the operator command, printed alone on the last line.
+        made = subprocess.run([sys.executable, "-m", "ganforge.cli", "keys", "create", "--tenant", "acme"], env=service_env,
+                              cwd=ROOT, capture_output=True, text=True, check=True)
+        key = made.stdout.strip().splitlines()[-1]
+        assert key.startswith("gf_")
+        client = Client(f"http://127.0.0.1:{port}", api_key=key)
         wait_http(client, api, api_log)
+        with pytest.raises(APIError) as refused:
+            Client(f"http://127.0.0.1:{port}", api_key="").jobs()
+        assert refused.value.status == 401
         assert client.ready()["status"] == "ready"
         job = client.submit(RING)
         assert job["status"] == "queued"

@@ -1,0 +1,234 @@
+"""The API's OpenAPI 3.1 description, assembled from the pydantic models the views validate
+with (``JobSpec``, ``GenerateRequest``) and answer with (``api.schemas``): no schema here is
+written by hand. Served at ``/openapi.json``; ``/docs`` renders it as one HTML page on the
+server (no JavaScript, no CDN: it works offline and behind a strict CSP).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from functools import lru_cache
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import schemas as s
+from gan_core.spec import JobSpec
+
+bp = Blueprint("openapi", __name__)
+
+REF = "#/components/schemas/{model}"
+ERROR_TEXT = {
+    400: "malformed request (not JSON, empty body)",
+    401: "missing, unknown or revoked API key",
+    403: "the signed URL is wrong or has expired",
+    404: "no such job or artifact (another tenant's is not found either)",
+    409: "the job's state does not allow this",
+    413: "the request body is over the size limit",
+    415: "the body is not application/json",
+    422: "a field is invalid; details name it",
+    429: "a per-tenant limit was reached; Retry-After says when to try again",
+    503: "a dependency (database, store, generation capacity) is unavailable; retry",
+}
+ID_PATTERN = r"^[0-9a-f]{32}$"
+RATE_HEADERS = {
+    "X-RateLimit-Limit": {"description": "submissions allowed per window (absent when unlimited)",
+                          "schema": {"type": "string"}},
+    "X-RateLimit-Window": {"description": "the window, in seconds", "schema": {"type": "string"}},
+    "X-RateLimit-Remaining": {"description": "submissions left in the window", "schema": {"type": "string"}},
+}
+
+
+def _json(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref}}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One OpenAPI query parameter per field of ``model``, with that field's JSON Schema."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if description:
+            param["description"] = description
+        params.append(param)
+    return params
+
+
+def _id_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
+
+
+@lru_cache(maxsize=1)
+def build_spec() -> dict[str, Any]:
+    inputs = [JobSpec, s.GenerateRequest]
+    outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
+               s.Readiness]
+    refs, definitions = models_json_schema(
+        [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
+    )
+
+    def ref(model: type[BaseModel], mode: str = "serialization") -> dict[str, Any]:
+        return refs[(model, mode)]
+
+    def errors(*codes: int) -> dict[str, Any]:
+        out = {str(c): {"description": ERROR_TEXT[c], "content": _json(ref(s.ErrorEnvelope))} for c in codes}
+        for code in {"429", "503"} & set(out):
+            out[code]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+        return out
+
+    def op(summary: str, ok: dict[str, Any], errs: tuple[int, ...], *, body: type[BaseModel] | None = None,
+           params: list[dict[str, Any]] | None = None, public: bool = False, op_id: str) -> dict[str, Any]:
+        operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": {**ok, **errors(*errs)}}
+        if params:
+            operation["parameters"] = params
+        if body is not None:
+            operation["requestBody"] = {"required": True, "content": _json(ref(body, "validation"))}
+        if public:
+            operation["security"] = []
+        return operation
+
+    auth_errs = (401,)
+    job = [_id_param("job_id")]
+    binary = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+    paths = {
+        "/v1/jobs": {
+            "post": op("Submit a training job", {"201": {"description": "queued", "content": _json(ref(s.JobOut)),
+                                                        "headers": {"Location": {"schema": {"type": "string"}},
+                                                                    **RATE_HEADERS}}},
+                       (400, *auth_errs, 413, 415, 422, 429), body=JobSpec, op_id="submitJob"),
+            "get": op("List jobs, newest first", {"200": {"description": "a page", "content": _json(ref(s.JobPage))}},
+                      (*auth_errs, 422), params=_query_parameters(s.ListJobsQuery), op_id="listJobs"),
+        },
+        "/v1/jobs/{job_id}": {
+            "get": op("Read a job (spec, progress, history)", {"200": {"description": "the job", "content": _json(ref(s.JobOut))}},
+                      (*auth_errs, 404), params=job, op_id="getJob"),
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            "post": op("Cancel a job", {"200": {"description": "cancelled, or cancellation requested",
+                                                "content": _json(ref(s.JobOut))}},
+                       (*auth_errs, 404, 409), params=job, op_id="cancelJob"),
+        },
+        "/v1/jobs/{job_id}/metrics": {
+            "get": op("Metric series by name", {"200": {"description": "series", "content": _json(ref(s.MetricsOut))}},
+                      (*auth_errs, 404, 422), params=job + _query_parameters(s.MetricsQuery), op_id="jobMetrics"),
+        },
+        "/v1/jobs/{job_id}/samples": {
+            "get": op("Sample grids with presigned URLs", {"200": {"description": "grids by step",
+                                                                  "content": _json(ref(s.ArtifactList))}},
+                      (*auth_errs, 404, 503), params=job, op_id="jobSamples"),
+        },
+        "/v1/jobs/{job_id}/checkpoints": {
+            "get": op("Checkpoints and the final generator with presigned URLs",
+                      {"200": {"description": "checkpoints by step", "content": _json(ref(s.CheckpointList))}},
+                      (*auth_errs, 404, 503), params=job, op_id="jobCheckpoints"),
+        },
+        "/v1/jobs/{job_id}/generate": {
+            "post": op("Generate samples from a checkpoint",
+                       {"200": {"description": "a PNG grid or a .npy float32 array",
+                                "content": {"image/png": binary, "application/octet-stream": binary}}},
+                       (400, *auth_errs, 404, 409, 413, 415, 422, 503), body=s.GenerateRequest, params=job,
+                       op_id="generateSamples"),
+        },
+        "/v1/artifacts/{artifact_id}/content": {
+            "get": op("An artifact's bytes (signed URL from a listing, or with an API key)",
+                      {"200": {"description": "the stored bytes",
+                               "content": {"image/png": binary, "application/octet-stream": binary,
+                                           "application/json": {"schema": {}}}},
+                       "304": {"description": "not modified (If-None-Match)"}},
+                      (*auth_errs, 403, 404, 503),
+                      params=[_id_param("artifact_id"),
+                              {"name": "expires", "in": "query", "required": False, "schema": {"type": "string"}},
+                              {"name": "signature", "in": "query", "required": False, "schema": {"type": "string"}}],
+                      op_id="artifactContent"),
+        },
+        "/healthz": {"get": op("Liveness", {"200": {"description": "alive", "content": _json(ref(s.Health))}}, (),
+                               public=True, op_id="healthz")},
+        "/readyz": {"get": op("Readiness (database, broker, store)",
+                              {"200": {"description": "ready", "content": _json(ref(s.Readiness))},
+                               "503": {"description": "not ready", "content": _json(ref(s.Readiness))}}, (),
+                              public=True, op_id="readyz")},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ganforge", "version": "1",
+                 "description": "GAN training jobs over HTTP. Send `Authorization: Bearer <key>` (keys come from "
+                                "`ganforge keys create`); an embedded deployment without keys ignores it."},
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def spec():
+    return jsonify(build_spec())
+
+
+# ---- /docs: the description as one plain HTML page ---------------------------------------------
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _schema_name(schema: dict[str, Any]) -> str:
+    target = schema.get("$ref", "")
+    if target:
+        name = target.rsplit("/", 1)[-1]
+        return f'<a href="#schema-{_e(name)}">{_e(name)}</a>'
+    return f"<code>{_e(json.dumps(schema))}</code>"
+
+
+def render_docs(doc: dict[str, Any]) -> str:
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(doc['info']['title'])} API</title>",
+           "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+           "code,pre{background:#f4f4f4;padding:0 .2em}pre{padding:.6em;overflow:auto}"
+           "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left}"
+           ".m{font-weight:bold;text-transform:uppercase}</style></head><body>",
+           f"<h1>{_e(doc['info']['title'])} API</h1><p>{_e(doc['info']['description'])}</p>",
+           "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1).</p><h2>Operations</h2>"]
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            out.append(f"<h3 id='{_e(operation['operationId'])}'><span class='m'>{_e(method)}</span> "
+                       f"<code>{_e(path)}</code></h3><p>{_e(operation['summary'])}"
+                       + (" — <em>no key needed</em>" if operation.get("security") == [] else "") + "</p>")
+            params = operation.get("parameters", [])
+            if params:
+                out.append("<table><tr><th>parameter</th><th>in</th><th>required</th><th>schema</th><th>description</th></tr>")
+                for p in params:
+                    out.append(f"<tr><td><code>{_e(p['name'])}</code></td><td>{_e(p['in'])}</td><td>{'yes' if p['required'] else 'no'}"
+                               f"</td><td>{_schema_name(p['schema'])}</td><td>{_e(p.get('description', ''))}</td></tr>")
+                out.append("</table>")
+            if "requestBody" in operation:
+                out.append(f"<p>Body: {_schema_name(operation['requestBody']['content']['application/json']['schema'])}</p>")
+            out.append("<ul>")
+            for status, response in operation["responses"].items():
+                kinds = ", ".join(_schema_name(c["schema"]) if "$ref" in c.get("schema", {}) else _e(t)
+                                  for t, c in response.get("content", {}).items())
+                out.append(f"<li><b>{_e(status)}</b> {_e(response['description'])}{': ' + kinds if kinds else ''}</li>")
+            out.append("</ul>")
+    out.append("<h2>Schemas</h2>")
+    for name, schema in doc["components"]["schemas"].items():
+        out.append(f"<h3 id='schema-{_e(name)}'>{_e(name)}</h3><pre>{_e(json.dumps(schema, indent=2))}</pre>")
+    out.append("</body></html>")
+    return "".join(out)
+
+
+@lru_cache(maxsize=1)
+def _docs_html() -> str:
+    return render_docs(build_spec())
+
+
+@bp.get("/docs")
+def docs():
+    return Response(_docs_html(), mimetype="text/html")

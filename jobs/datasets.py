@@ -1,0 +1,215 @@
+"""Where a tenant's training data may come from, and fetching it safely.
+
+``dataset.path`` of an ``npz`` job is a URI:
+
+* ``s3://bucket/key.npz`` — only buckets on GANFORGE_DATASET_S3_BUCKETS; keys with ``..``,
+  ``.`` or empty segments, backslashes or control characters are refused (path traversal);
+* ``https://host/...`` — only hosts on GANFORGE_DATASET_HTTPS_HOSTS when that list is set, and
+  never a host that resolves to a loopback, private, link-local, multicast or reserved address
+  (SSRF: the metadata service, the database, the broker). The worker connects to the address it
+  checked (no second lookup a DNS rebinding could change) and follows no redirects;
+* a plain server path — only when GANFORGE_ALLOW_LOCAL_DATASETS is on (the embedded default: one
+  trusted user on their own machine; production refuses to turn it on). ``file://`` and every
+  other scheme are refused.
+
+Downloads stop at GANFORGE_MAX_DATASET_BYTES. The API checks a submitted URI (422 naming
+``dataset.path``); the worker checks it again before fetching (settings may have changed, DNS
+may answer differently) and hands gan_core a local copy, which ``np.load(allow_pickle=False)``
+reads.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import os
+import re
+import socket
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from gan_core.data import DataError
+from gan_core.spec import JobSpec
+from jobs.settings import Settings
+
+MAX_URI = 2048
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+_CHUNK = 1 << 20
+Resolver = Callable[[str, int], list[str]]
+
+
+class DatasetSourceError(DataError):
+    """The dataset URI is not allowed, or fetching it failed (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    scheme: str  # "s3" | "https" | "local"
+    host: str = ""  # bucket or host name
+    port: int = 443
+    key: str = ""  # S3 key, URL path + query, or the local path
+    addresses: tuple[str, ...] = ()  # https: the checked addresses to connect to
+
+
+def resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise DatasetSourceError(f"cannot resolve {host!r}: {exc}") from None
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_private
+                                 or ip.is_reserved or ip.is_unspecified)
+
+
+def check_source(uri: str, settings: Settings, resolver: Resolver = resolve) -> Source:
+    """The parsed source of an allowed URI; DatasetSourceError (saying why) otherwise."""
+    if not uri or len(uri) > MAX_URI:
+        raise DatasetSourceError(f"must be a URI of 1 to {MAX_URI} characters")
+    if _CONTROL.search(uri):
+        raise DatasetSourceError("must not contain control characters or backslashes")
+    if "://" not in uri:
+        if not settings.allow_local_datasets:
+            raise DatasetSourceError("server paths are not accepted: give s3://bucket/key.npz or an https:// URL")
+        return Source("local", key=uri)
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise DatasetSourceError(f"not a valid URI: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme == "s3":
+        return _check_s3(parts.netloc, parts.path, settings)
+    if scheme == "https":
+        if parts.username is not None or parts.password is not None:
+            raise DatasetSourceError("credentials in the URL are not accepted")
+        host = (parts.hostname or "").lower()
+        if not host:
+            raise DatasetSourceError("the URL has no host")
+        allowed = settings.dataset_https_hosts
+        if allowed and host not in allowed:
+            raise DatasetSourceError(f"host {host} is not on the allowed list ({', '.join(allowed)})")
+        port = port or 443
+        addresses = resolver(host, port)
+        private = [a for a in addresses if not _public(a)]
+        if private or not addresses:
+            raise DatasetSourceError(f"host {host} resolves to a non-public address ({', '.join(private) or 'none'}); "
+                                     "only public hosts are fetched")
+        key = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return Source("https", host, port, key, tuple(addresses))
+    raise DatasetSourceError(f"the {scheme or 'empty'}:// scheme is not accepted: give s3://bucket/key.npz or an https:// URL")
+
+
+def _check_s3(bucket: str, path: str, settings: Settings) -> Source:
+    bucket = bucket.lower()
+    if not settings.dataset_s3_buckets:
+        raise DatasetSourceError("this deployment accepts no s3:// datasets (GANFORGE_DATASET_S3_BUCKETS is empty)")
+    if bucket not in settings.dataset_s3_buckets:
+        raise DatasetSourceError(f"bucket {bucket!r} is not on the allowed list ({', '.join(settings.dataset_s3_buckets)})")
+    key = path[1:] if path.startswith("/") else path
+    segments = key.split("/")
+    if not key or any(s in ("", ".", "..") for s in segments) or "%2e" in key.lower() or "%2f" in key.lower():
+        raise DatasetSourceError("the key must be a plain path without empty, '.' or '..' segments")
+    return Source("s3", bucket, 0, key)
+
+
+def check_spec(spec: JobSpec, settings: Settings, resolver: Resolver = resolve) -> None:
+    if spec.dataset.path is not None:
+        check_source(spec.dataset.path, settings, resolver)
+
+
+# ---- fetching (worker) -----------------------------------------------------------------------
+def download_path(job_id: str) -> Path:
+    # The same on every worker host, so a job resumed elsewhere has the same spec (the trainer
+    # refuses a checkpoint whose dataset differs).
+    return Path(tempfile.gettempdir()) / "ganforge-datasets" / f"{job_id}.npz"
+
+
+def localise(spec: JobSpec, settings: Settings, job_id: str, resolver: Resolver = resolve,
+             s3_client=None) -> JobSpec:
+    """``spec`` with a remote ``dataset.path`` replaced by a size-capped local copy."""
+    if spec.dataset.path is None:
+        return spec
+    source = check_source(spec.dataset.path, settings, resolver)
+    if source.scheme == "local":
+        return spec
+    target = download_path(job_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        with partial.open("wb") as out:
+            if source.scheme == "s3":
+                _fetch_s3(source, settings, out, s3_client)
+            else:
+                _fetch_https(source, settings.max_dataset_bytes, out)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"path": str(target)})})
+
+
+def discard(job_id: str) -> None:
+    download_path(job_id).unlink(missing_ok=True)
+
+
+def _copy_capped(read: Callable[[int], bytes], out, limit: int) -> None:
+    total = 0
+    while chunk := read(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise DatasetSourceError(f"the dataset is larger than the limit of {limit} bytes")
+        out.write(chunk)
+
+
+def _fetch_s3(source: Source, settings: Settings, out, client=None) -> None:
+    if client is None:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+    try:
+        obj = client.get_object(Bucket=source.host, Key=source.key)
+    except Exception as exc:  # botocore's ClientError (NoSuchKey, AccessDenied), connection errors
+        raise DatasetSourceError(f"cannot read s3://{source.host}/{source.key}: {exc}") from None
+    if obj.get("ContentLength", 0) > settings.max_dataset_bytes:
+        raise DatasetSourceError(f"the dataset has {obj['ContentLength']} bytes; the limit is {settings.max_dataset_bytes}")
+    _copy_capped(obj["Body"].read, out, settings.max_dataset_bytes)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to an address checked beforehand; the certificate is still checked against the
+    host name (SNI and verification use ``host``)."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _fetch_https(source: Source, limit: int, out, timeout: float = 60.0) -> None:
+    connection = _PinnedHTTPS(source.host, source.addresses[0], source.port, timeout)
+    try:
+        connection.request("GET", source.key, headers={"Host": source.host, "User-Agent": "ganforge"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise DatasetSourceError(f"https://{source.host}{source.key} answered {response.status} "
+                                     "(redirects are not followed)")
+        length = response.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise DatasetSourceError(f"the dataset has {length} bytes; the limit is {limit}")
+        _copy_capped(response.read, out, limit)
+    except (OSError, http.client.HTTPException) as exc:
+        raise DatasetSourceError(f"cannot fetch https://{source.host}{source.key}: {exc}") from None
+    finally:
+        connection.close()
