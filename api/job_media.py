@@ -14,11 +14,12 @@ import hashlib
 import logging
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import ValidationError
 
 from api.errors import APIError, invalid
 from api.generation import Busy, UnusableCheckpoint, label_problem
 from api.jobs import _artifacts, _invalid_body, _object_body, _pick_checkpoint, _require_job, downsample
+from api.schemas import InterpolateRequest
 from api.state import generation, services
 from api.validation import check_id, query_int
 
@@ -27,19 +28,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("job_media", __name__, url_prefix="/v1/jobs")
 
 # A GIF holds every frame decoded at once while it is built: bound the work per request.
-DEFAULT_GIF_FRAMES, MAX_GIF_FRAMES = 40, 120
-
-
-class InterpolateRequest(BaseModel):
-    """Body of POST /v1/jobs/{id}/interpolate."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed_a: StrictInt = Field(0, ge=0, le=2**63 - 1)
-    seed_b: StrictInt = Field(1, ge=0, le=2**63 - 1)
-    steps: StrictInt = Field(8, ge=2, le=64, description="images along the path, both ends included")
-    label: StrictInt | None = Field(None, description="the class for a conditional generator (default 0)")
-    checkpoint: StrictInt | None = Field(None, ge=0, description="a checkpoint's step; null = final, else latest")
+DEFAULT_GIF_FRAMES, MAX_GIF_FRAMES = 40, 120  # published in api.schemas.TimelineQuery
 
 
 @bp.get("/<job_id>/samples.gif")

@@ -68,9 +68,9 @@ def _id_param(name: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def build_spec() -> dict[str, Any]:
-    inputs = [JobSpec, s.GenerateRequest]
+    inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest]
     outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
-               s.Readiness]
+               s.Readiness, s.PresetList]
     refs, definitions = models_json_schema(
         [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
     )
@@ -136,6 +136,24 @@ def build_spec() -> dict[str, Any]:
                                 "content": {"image/png": binary, "application/octet-stream": binary}}},
                        (400, *auth_errs, 404, 409, 413, 415, 422, 503), body=s.GenerateRequest, params=job,
                        op_id="generateSamples"),
+        },
+        "/v1/jobs/{job_id}/samples.gif": {
+            "get": op("The sample-grid timeline as an animated GIF",
+                      {"200": {"description": "an animated GIF", "content": {"image/gif": binary}},
+                       "304": {"description": "not modified (If-None-Match)"}},
+                      (*auth_errs, 404, 409, 422, 503), params=job + _query_parameters(s.TimelineQuery),
+                      op_id="samplesTimeline"),
+        },
+        "/v1/jobs/{job_id}/interpolate": {
+            "post": op("A latent interpolation strip between two seeds",
+                       {"200": {"description": "a PNG strip", "content": {"image/png": binary}}},
+                       (400, *auth_errs, 404, 409, 413, 415, 422, 503), body=s.InterpolateRequest, params=job,
+                       op_id="interpolateSamples"),
+        },
+        "/v1/presets": {
+            "get": op("Ready-made job specs", {"200": {"description": "the presets",
+                                                      "content": _json(ref(s.PresetList))}},
+                      auth_errs, op_id="listPresets"),
         },
         "/v1/artifacts/{artifact_id}/content": {
             "get": op("An artifact's bytes (signed URL from a listing, or with an API key)",

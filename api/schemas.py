@@ -186,8 +186,20 @@ class JobEventOut(_Out):
 
 
 class JobOut(JobSummary):
+    attempt_errors: list[str] = Field(description="why each lost attempt ended (its worker died or lost the database)")
+    runtime_seconds: float = Field(ge=0, description="training time over all attempts")
+    divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
+
+
+class Preset(_Out):
+    name: str
+    spec: dict[str, Any] = Field(description="a JobSpec document, ready to submit")
+
+
+class PresetList(_Out):
+    items: list[Preset]
 
 
 class JobPage(_Out):
@@ -259,6 +271,23 @@ class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     limit: int = Field(50, ge=1, le=200, description="page size")
     cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page")
+
+
+class TimelineQuery(BaseModel):
+    max_frames: int = Field(40, ge=2, le=120, description="grids evenly picked, first and last kept")
+    frame_ms: int = Field(250, ge=20, le=5000, description="how long each frame shows")
+
+
+class InterpolateRequest(BaseModel):
+    """Body of POST /v1/jobs/{id}/interpolate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_a: StrictInt = Field(0, ge=0, le=2**63 - 1)
+    seed_b: StrictInt = Field(1, ge=0, le=2**63 - 1)
+    steps: StrictInt = Field(8, ge=2, le=64, description="images along the path, both ends included")
+    label: StrictInt | None = Field(None, description="the class for a conditional generator (default 0)")
+    checkpoint: StrictInt | None = Field(None, ge=0, description="a checkpoint's step; null = final, else latest")
 
 
 class MetricsQuery(BaseModel):
