@@ -11,11 +11,12 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, select, tuple_
+from sqlalchemy import bindparam, func, literal_column, select, tuple_
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from api.auth import principal, scoped
@@ -77,18 +78,47 @@ _JOB_ROW = select(*DETAIL_COLUMNS).where(Job.id == bindparam("job_id"))
 _OWNED_JOB_ROW = _JOB_ROW.where(Job.tenant == bindparam("tenant"))
 
 
+# PostgreSQL: the event history rides along in the job's row as one JSON array (one round trip
+# instead of two; times as epoch seconds, whatever the server's TimeZone).
+_EVENTS_JSON = (
+    select(func.coalesce(
+        func.json_agg(aggregate_order_by(
+            func.json_build_array(func.extract("epoch", JobEvent.at), JobEvent.from_status, JobEvent.to_status,
+                                  JobEvent.attempt, JobEvent.message),
+            JobEvent.id)),
+        literal_column("'[]'::json")))
+    .where(JobEvent.job_id == Job.id).correlate(Job).scalar_subquery().label("events_json")
+)
+_PG_JOB_ROW = select(*DETAIL_COLUMNS, _EVENTS_JSON).where(Job.id == bindparam("job_id"))
+_PG_OWNED_JOB_ROW = _PG_JOB_ROW.where(Job.tenant == bindparam("tenant"))
+_EVENTS = (select(JobEvent.at, JobEvent.from_status, JobEvent.to_status, JobEvent.attempt, JobEvent.message)
+           .where(JobEvent.job_id == bindparam("job_id")).order_by(JobEvent.id))
+
+
+class _Event(NamedTuple):
+    at: datetime
+    from_status: str | None
+    to_status: str
+    attempt: int
+    message: str
+
+
 def _job_view(session: Session, job_id: str) -> dict[str, Any]:
-    # Plain rows, not ORM objects: this is the most polled endpoint, and rows cost a third less.
+    # Plain rows through Core, not ORM objects: this is the most polled endpoint.
     who = principal()  # another tenant's job is not found (admins see all)
-    stmt = _JOB_ROW if who.is_admin else _OWNED_JOB_ROW
-    job = session.execute(stmt, {"job_id": job_id, "tenant": who.tenant}).one_or_none()
+    params = {"job_id": job_id, "tenant": who.tenant}
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        job = conn.execute(_PG_JOB_ROW if who.is_admin else _PG_OWNED_JOB_ROW, params).one_or_none()
+        if job is None:
+            raise not_found("job")
+        events = [_Event(datetime.fromtimestamp(float(at), timezone.utc), before, after, attempt, message)
+                  for at, before, after, attempt, message in job.events_json]
+        return job_to_dict(job, events)
+    job = conn.execute(_JOB_ROW if who.is_admin else _OWNED_JOB_ROW, params).one_or_none()
     if job is None:
         raise not_found("job")
-    events = session.execute(
-        select(JobEvent.at, JobEvent.from_status, JobEvent.to_status, JobEvent.attempt, JobEvent.message)
-        .where(JobEvent.job_id == job_id).order_by(JobEvent.id)
-    ).all()
-    return job_to_dict(job, list(events))
+    return job_to_dict(job, list(conn.execute(_EVENTS, params)))
 
 
 def _artifacts(session: Session, job_id: str, kind: str) -> list[Artifact]:

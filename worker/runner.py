@@ -219,9 +219,12 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         job = lifecycle.get(session, job_id)
         spec = JobSpec.model_validate(job.spec)
         runtime_before, divergences = job.runtime_seconds, job.divergences
-    uploader = Uploader(services, claim, settings.data_dir / "spool",
-                        after_upload=lambda item: item.kind in ("checkpoint", "evaluation")
-                        and prune_checkpoints(services, claim, spec))
+
+    def retention(item) -> None:  # a new checkpoint or a new evaluation score may free older checkpoints
+        if item.kind in ("checkpoint", "evaluation"):
+            prune_checkpoints(services, claim, spec)
+
+    uploader = Uploader(services, claim, settings.data_dir / "spool", after_upload=retention)
     reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
     try:
         spec = datasets.localise(spec, settings, job_id)  # user data: allowed sources, size-capped
