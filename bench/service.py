@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--wrk-seconds", type=int, default=10)
     parser.add_argument("--wrk-connections", type=int, default=16)
-    parser.add_argument("--api-workers", type=int, default=4)
+    parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--api-threads", type=int, default=4, help="gthread threads per gunicorn worker")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--phases", default="123", help="which measurements to run, e.g. 2")
