@@ -14,6 +14,7 @@ A missing browser fails the tests with that instruction; they never skip.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import subprocess
 import sys
 from pathlib import Path
@@ -39,15 +40,16 @@ def artifacts_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[str]:
-    """`ganforge up` on a free loopback port with a fresh SQLite database, local artifact store
-    and serverless broker; stopped (with its worker) after the module's tests."""
-    home = tmp_path_factory.mktemp("dashboard-home")
+@contextmanager
+def running_service(home: Path, **env_changes: str) -> Iterator[str]:
+    """`ganforge up` on a free loopback port with its data under ``home`` (fresh SQLite database,
+    local artifact store, serverless broker) and ``env_changes`` in its environment; yields the
+    base URL and stops it (with its worker) afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GANFORGE_", "AWS_"))}
     env["GANFORGE_DATA_DIR"] = os.environ.get("GANFORGE_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
     env["OMP_NUM_THREADS"] = "1"
+    env.update(env_changes)
     log = home / "up.log"
     up = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "up", "--port", str(port), "--data-dir", str(home / "data")],
                           env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
@@ -62,6 +64,13 @@ def service(tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             up.kill()
             up.wait()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[str]:
+    """The embedded service (no keys) for one test module."""
+    with running_service(tmp_path_factory.mktemp("dashboard-home")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, free_port, wait_http  # noqa: E402  (tests/browser/conftest.py puts them on the path)
+from tests.browser.conftest import ROOT, running_service
 from ganforge.client import Client, APIError
 
 
@@ -24,23 +24,10 @@ def create_key(env: dict[str, str], tenant: str) -> str:
 def secured(tmp_path_factory) -> Iterator[tuple[str, str, str]]:
     """(url, key of tenant a, key of tenant b) of `ganforge up` with GANFORGE_AUTH=required."""
     home = tmp_path_factory.mktemp("tenants-home")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GANFORGE_", "AWS_"))}
-    env.update(GANFORGE_AUTH="required", GANFORGE_HOME=str(home / "data"), OMP_NUM_THREADS="1")
-    log = home / "up.log"
-    up = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "up", "--port", str(port), "--data-dir", str(home / "data")],
-                          env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(Client(url), up, log)
+    with running_service(home, GANFORGE_AUTH="required") as url:
+        env = {**os.environ, "GANFORGE_HOME": str(home / "data")}
+        env = {k: v for k, v in env.items() if not k.startswith("AWS_") and k not in ("GANFORGE_MODE",)}
         yield url, create_key(env, "tenant-a"), create_key(env, "tenant-b")
-    finally:
-        up.terminate()
-        try:
-            up.wait(40)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
 
 
 def use_key(page, url: str, key: str) -> None:
