@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from api import logging as api_logging
     from api.errors import register_error_handlers
     from api.generation import GenerationRuntime
+    from api.jsonio import OrjsonProvider
     from api.signing import URLSigner
     from api.state import GENERATION, SERVICES, SIGNER
 
@@ -39,8 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # keep fields in the order the schemas write them
-    app.json.compact = True
+    app.json = OrjsonProvider(app)  # keeps fields in the order the schemas write them, compact
     app.extensions[SERVICES] = services
     app.extensions[SIGNER] = URLSigner(secret)
     runtime = GenerationRuntime()
