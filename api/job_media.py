@@ -17,8 +17,8 @@ from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
 from api.errors import APIError, invalid
-from api.generation import Busy, UnusableCheckpoint, label_problem
-from api.jobs import _artifacts, _invalid_body, _object_body, _pick_checkpoint, _require_job, downsample
+from api.generation import Busy, label_problem
+from api.jobs import _artifacts, _invalid_body, _object_body, _require_job, downsample, load_job_generator
 from api.schemas import InterpolateRequest
 from api.state import generation, services
 from api.validation import check_id, query_int
@@ -68,21 +68,13 @@ def interpolate_samples(job_id: str):
     """A PNG strip of ``steps`` samples along the spherical path between the latent points of
     ``seed_a`` and ``seed_b`` (a scatter plot of the path's points for the 2-D mixtures)."""
     check_id(job_id, "job")
-    svc = services()
     doc = _object_body("invalid_request", "interpolate request")
     try:
         req = InterpolateRequest.model_validate(doc)
     except ValidationError as exc:
         raise _invalid_body("invalid_request", exc, "interpolate request") from None
-    with svc.db.session() as session:
-        _require_job(session, job_id)
-        artifact = _pick_checkpoint(session, job_id, req.checkpoint)
+    artifact, loaded = load_job_generator(job_id, req.checkpoint)
     runtime = generation()
-    try:
-        loaded = runtime.generator(artifact.id, artifact.sha256, lambda: svc.storage.get(artifact.key))
-    except UnusableCheckpoint as exc:
-        log.error("job %s: checkpoint %s cannot be loaded: %s", job_id, artifact.key, exc)
-        raise APIError(409, "checkpoint_unusable", f"the checkpoint at step {artifact.step} cannot be loaded") from None
     label = req.label
     if label is None and loaded.num_classes:
         label = 0

@@ -427,6 +427,21 @@ def job_checkpoints(job_id: str):
 
 
 # ---- generation ---------------------------------------------------------------------------------
+def load_job_generator(job_id: str, step: int | None):
+    """(artifact, loaded generator) of the job's checkpoint at ``step`` (see _pick_checkpoint),
+    through the generation runtime's cache; 404 for another tenant's job, 409 if unusable."""
+    svc = services()
+    with svc.db.session() as session:
+        _require_job(session, job_id)
+        artifact = _pick_checkpoint(session, job_id, step)
+    try:
+        loaded = generation().generator(artifact.id, artifact.sha256, lambda: svc.storage.get(artifact.key))
+    except UnusableCheckpoint as exc:
+        log.error("job %s: checkpoint %s cannot be loaded: %s", job_id, artifact.key, exc)
+        raise APIError(409, "checkpoint_unusable", f"the checkpoint at step {artifact.step} cannot be loaded") from None
+    return artifact, loaded
+
+
 def _pick_checkpoint(session: Session, job_id: str, step: int | None) -> Artifact:
     """The final generator (else the latest checkpoint) for ``step=None``; else the checkpoint
     (or final generator) saved at that step."""
@@ -460,15 +475,8 @@ def generate_samples(job_id: str):
     limit = svc.settings.max_generate_samples
     if req.n > limit:
         raise invalid("n", f"at most {limit} samples per request")
-    with svc.db.session() as session:
-        _require_job(session, job_id)
-        artifact = _pick_checkpoint(session, job_id, req.checkpoint)
+    artifact, loaded = load_job_generator(job_id, req.checkpoint)
     runtime = generation()
-    try:
-        loaded = runtime.generator(artifact.id, artifact.sha256, lambda: svc.storage.get(artifact.key))
-    except UnusableCheckpoint as exc:
-        log.error("job %s: checkpoint %s cannot be loaded: %s", job_id, artifact.key, exc)
-        raise APIError(409, "checkpoint_unusable", f"the checkpoint at step {artifact.step} cannot be loaded") from None
     problem = label_problem(loaded, req.n, req.labels)
     if problem:
         raise invalid("labels", problem)
