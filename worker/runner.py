@@ -301,8 +301,17 @@ def _stopped(services: Services, claim: Claim, spec: JobSpec, trainer: Trainer, 
     if keep:
         _upload_final(services, job_id, spec, trainer, reporter, step)
     patience = settings.stop_grace_seconds if reason == "drain" else settings.upload_patience_seconds
-    with reporter.long_operation("drain"):
-        uploader.drain(patience)
+    try:
+        with reporter.long_operation("drain"):
+            uploader.drain(patience)
+    except UploadsPending:
+        if reason != "drain":
+            raise
+        # The worker must go now and the store is away: keep the lease, let it expire; the
+        # reconciler requeues the job from its last stored checkpoint.
+        log.warning("job %s: the store did not take the drain checkpoint in time; leaving the job to its lease",
+                    job_id, extra={"job_id": job_id})
+        return "abandoned"
     reporter.beat()  # the final training time
     runtime = f"{reporter.runtime():.1f} s of training"
     if reason == "drain":

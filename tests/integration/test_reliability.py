@@ -250,6 +250,29 @@ def test_a_job_resuming_during_a_storage_outage_waits_for_its_checkpoint(service
     assert store.refused > refused and job(services, job_id).progress_step == 200
 
 
+def test_a_drain_while_the_store_is_down_leaves_the_job_to_its_lease(services, tmp_path):
+    """SIGTERM with the store away: the drain checkpoint cannot land within the grace period, so
+    the worker leaves without failing the job; the lease runs out and the job is requeued."""
+    store = FlakyStorage(tmp_path / "flaky")
+    services.storage = store
+    services.settings = services.settings.with_(stop_grace_seconds=1, lease_seconds=2)
+    job_id = submit(services, ring_spec(steps=100_000, checkpoint_every=50_000, sample_every=50_000, log_every=50))
+    drain = threading.Event()
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("r", run_job(services, job_id, "host:1", drain=drain)))
+    thread.start()
+    while job(services, job_id).progress_step < 100:
+        time.sleep(0.02)
+    store.down.set()
+    drain.set()
+    thread.join(60)
+    assert outcome["r"] == "abandoned" and job(services, job_id).status == "running"
+    time.sleep(2.5)  # the lease runs out
+    assert reconciler.reconcile_once(services, host="elsewhere")["expired_leases"] == 1
+    row = job(services, job_id)
+    assert row.status == "queued" and row.error is None and len(row.attempt_errors) == 1
+
+
 def test_retention_keeps_the_latest_k_and_the_best_evaluated_checkpoint(services, monkeypatch):
     scores = {40: 3.0, 80: 0.5, 120: 2.0, 160: 4.0, 200: 5.0}  # step 80 is the best evaluation
     monkeypatch.setattr("worker.runner.quality_score", lambda results: scores.get(results["_step"]))
