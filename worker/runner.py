@@ -57,7 +57,6 @@ class JobReporter(Callbacks):
         self._runtime_before = runtime_before
         self._started: float | None = None  # the clock runs while the loop trains (start_clock)
         self._last_beat = time.monotonic()
-        self.step = 0
 
     def start_clock(self) -> None:
         if self._started is None:
@@ -77,7 +76,6 @@ class JobReporter(Callbacks):
         self._last_beat = time.monotonic()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.step = step
         self.cancel_requested = with_db_retry(lambda: lifecycle.record_metrics(
             self.services.db, self.claim.job_id, self.claim.token, [(step, metrics)], self.lease), self.lease)
 

@@ -22,16 +22,13 @@ from jobs.services import Services
 from jobs.settings import Settings
 from jobs.storage import LocalStorage, StorageError
 from worker import reconciler
+from tests.integration.test_worker import ring_spec as worker_ring_spec
 from worker.runner import run_job
 
 
 def ring_spec(steps=120, **extra) -> JobSpec:
-    doc = {"name": "ring-rel", "dataset": {"name": "ring8"},
-           "model": {"latent_dim": 2, "hidden_g": [32, 32], "hidden_d": [32, 32]},
-           "train": {"steps": steps, "batch_size": 32}, "log_every": 10, "sample_every": 20,
-           "checkpoint_every": 30, "device": "cpu", "eval": {"n_samples": 500}}
-    doc.update(extra)
-    return JobSpec.model_validate(doc)
+    """test_worker's small ring8 job, 120 steps unless said."""
+    return worker_ring_spec(steps, **extra)
 
 
 @pytest.fixture()
@@ -64,6 +61,23 @@ def artifacts(services, job_id, kind) -> list[Artifact]:
     with services.db.read() as session:
         return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind)
                                     .order_by(Artifact.step)))
+
+
+def run_then_drain(services, job_id, worker_id, at_step, before_drain=None) -> str | None:
+    """run_job on a thread until the job reaches ``at_step``, then drain the worker as SIGTERM
+    does (``before_drain`` runs just before); returns what run_job returned."""
+    drain = threading.Event()
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("r", run_job(services, job_id, worker_id, drain=drain)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while job(services, job_id).progress_step < at_step and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if before_drain is not None:
+        before_drain()
+    drain.set()
+    thread.join(60)
+    return outcome.get("r")
 
 
 def poison_losses(monkeypatch, at_steps: set[int], times: int):
@@ -142,17 +156,9 @@ def test_runtime_counts_over_attempts(services):
 def test_a_drained_worker_checkpoints_releases_and_requeues_and_the_job_resumes_exactly(services):
     spec = ring_spec(steps=400, checkpoint_every=100, sample_every=50, log_every=10)
     job_id = submit(services, spec)
-    drain = threading.Event()
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("r", run_job(services, job_id, "w1", drain=drain)))
-    thread.start()
-    deadline = time.monotonic() + 60
-    while job(services, job_id).progress_step < 120 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    drain.set()
-    thread.join(60)
+    result = run_then_drain(services, job_id, "w1", at_step=120)
     row = job(services, job_id)
-    assert outcome["r"] == "released" and row.status == "queued" and row.lease_token is None
+    assert result == "released" and row.status == "queued" and row.lease_token is None
     stopped_at = row.progress_step
     assert 120 <= stopped_at < 400
     assert artifacts(services, job_id, "checkpoint")[-1].step == stopped_at
@@ -175,13 +181,7 @@ def test_resume_after_a_drain_gives_the_same_weights_as_one_run(services, tmp_pa
     assert run_job(services, straight, "w0") == "succeeded"
 
     job_id = submit(services, spec)
-    drain = threading.Event()
-    thread = threading.Thread(target=run_job, args=(services, job_id, "w1"), kwargs={"drain": drain})
-    thread.start()
-    while job(services, job_id).progress_step < 50:
-        time.sleep(0.02)
-    drain.set()
-    thread.join(60)
+    run_then_drain(services, job_id, "w1", at_step=50)
     assert 50 <= job(services, job_id).progress_step < 200
     assert run_job(services, job_id, "w2") == "succeeded"
 
@@ -235,13 +235,7 @@ def test_a_job_resuming_during_a_storage_outage_waits_for_its_checkpoint(service
     store = FlakyStorage(tmp_path / "flaky")
     services.storage = store
     job_id = submit(services, ring_spec(steps=200, checkpoint_every=50, sample_every=100))
-    drain = threading.Event()
-    thread = threading.Thread(target=run_job, args=(services, job_id, "w1"), kwargs={"drain": drain})
-    thread.start()
-    while job(services, job_id).progress_step < 60:
-        time.sleep(0.02)
-    drain.set()
-    thread.join(60)
+    run_then_drain(services, job_id, "w1", at_step=60)
     assert job(services, job_id).status == "queued"
     store.down.set()
     refused = store.refused
@@ -257,16 +251,8 @@ def test_a_drain_while_the_store_is_down_leaves_the_job_to_its_lease(services, t
     services.storage = store
     services.settings = services.settings.with_(stop_grace_seconds=1, lease_seconds=2)
     job_id = submit(services, ring_spec(steps=100_000, checkpoint_every=50_000, sample_every=50_000, log_every=50))
-    drain = threading.Event()
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault("r", run_job(services, job_id, "host:1", drain=drain)))
-    thread.start()
-    while job(services, job_id).progress_step < 100:
-        time.sleep(0.02)
-    store.down.set()
-    drain.set()
-    thread.join(60)
-    assert outcome["r"] == "abandoned" and job(services, job_id).status == "running"
+    result = run_then_drain(services, job_id, "host:1", at_step=100, before_drain=store.down.set)
+    assert result == "abandoned" and job(services, job_id).status == "running"
     time.sleep(2.5)  # the lease runs out
     assert reconciler.reconcile_once(services, host="elsewhere")["expired_leases"] == 1
     row = job(services, job_id)
