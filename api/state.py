@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from api.finished_views import FinishedViews
 from api.generation import GenerationRuntime
 from api.signing import URLSigner
 from jobs.services import Services
@@ -11,6 +12,7 @@ from jobs.services import Services
 SERVICES = "ganforge"
 SIGNER = "ganforge.signer"
 GENERATION = "ganforge.generation"
+FINISHED_VIEWS = "ganforge.finished_views"
 
 
 def services() -> Services:
@@ -23,3 +25,7 @@ def signer() -> URLSigner:
 
 def generation() -> GenerationRuntime:
     return current_app.extensions[GENERATION]
+
+
+def finished_views() -> FinishedViews:
+    return current_app.extensions[FINISHED_VIEWS]

@@ -67,6 +67,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     presign_ttl_seconds: int = 900
+    finished_view_cache: int = 2048  # views of finished jobs kept per API process (0: none); api/finished_views.py
     max_body_bytes: int = 1_000_000
     max_steps: int = 1_000_000
     max_batch_size: int = 4096
@@ -173,6 +174,7 @@ class Settings:
             s3_endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
             s3_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
             presign_ttl_seconds=_int(env, "GANFORGE_PRESIGN_TTL", 900),
+            finished_view_cache=_int(env, "GANFORGE_FINISHED_VIEW_CACHE", 2048),
             max_body_bytes=_int(env, "GANFORGE_MAX_BODY_BYTES", 1_000_000),
             max_steps=_int(env, "GANFORGE_MAX_STEPS", 1_000_000),
             max_batch_size=_int(env, "GANFORGE_MAX_BATCH_SIZE", 4096),
