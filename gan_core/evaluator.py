@@ -42,7 +42,7 @@ class Evaluator:
         try:
             for start in range(0, n, 1000):
                 size = min(1000, n - start)
-                z = torch.randn(size, self.spec.model.latent_dim, generator=gen).to(device)
+                z = generator.sample_latent(size, gen).to(device)
                 y = labels[start : start + size].to(device) if labels is not None else None
                 out.append(generator(z, y).float().cpu())
         finally:

@@ -50,8 +50,39 @@ _KERAS_DROPOUT = 0.3
 _MBSTD_EPS = 1e-8
 
 
+class LatentPrior(nn.Module):
+    """The distribution the latent z is drawn from.
+
+    ``normal``: N(0, I), the usual prior. ``mixture``: a uniform mixture of ``components``
+    Gaussians N(c_k, std^2 I) with fixed centres c_k ~ N(0, I), drawn once when the model is
+    built and kept in its state (checkpoints carry them). A generator is continuous, so from a
+    connected prior it must put some mass between the modes of a disconnected target (the
+    low-quality samples of the 2-D mixture benchmarks); from a mixture prior it can map separate
+    latent clusters to separate modes (Gurumurthy et al., DeLiGAN, 2017; Ben-Yosef & Weinshall,
+    Gaussian mixture GANs, 2018).
+    """
+
+    def __init__(self, latent_dim: int, kind: str = "normal", components: int = 64, std: float = 0.1) -> None:
+        super().__init__()
+        self.latent_dim, self.kind, self.std = latent_dim, kind, std
+        if kind == "mixture":
+            self.register_buffer("centers", torch.randn(components, latent_dim))
+        elif kind != "normal":
+            raise ValueError(f"unknown latent prior {kind!r}")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, latent_dim) on ``generator``'s device (the CPU without one)."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        if self.kind == "normal":
+            return torch.randn(n, self.latent_dim, generator=generator, device=device)
+        which = torch.randint(0, self.centers.shape[0], (n,), generator=generator, device=device)
+        noise = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return self.centers.to(device)[which] + self.std * noise
+
+
 class Generator(nn.Module):
-    """Maps noise z (B, latent_dim) and, when conditional, labels y (B,) to samples (B, *data_shape)."""
+    """Maps noise z (B, latent_dim) and, when conditional, labels y (B,) to samples (B, *data_shape).
+    ``sample_latent`` draws z from the model's prior."""
 
     def __init__(
         self,
@@ -61,6 +92,7 @@ class Generator(nn.Module):
         data_shape: tuple[int, ...],
         num_classes: int | None,
         label_embed: nn.Embedding | None,
+        prior: LatentPrior | None = None,
     ) -> None:
         super().__init__()
         self.net = net  # (B, latent_dim [+ E]) -> (B, *data_shape)
@@ -68,6 +100,10 @@ class Generator(nn.Module):
         self.latent_dim = latent_dim
         self.data_shape = tuple(data_shape)
         self.num_classes = num_classes
+        self.prior = prior or LatentPrior(latent_dim)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.prior.sample(n, generator)
 
     @property
     def conditional(self) -> bool:
@@ -187,8 +223,11 @@ def build_generator(model: ModelSpec, data_shape: tuple[int, ...], num_classes: 
         net = _keras_generator(in_dim, _image_shape(data_shape, (_KERAS_SIZE,)))
         _glorot_init(net)
     label_embed = nn.Embedding(num_classes, embed_dim) if embed_dim else None
+    # After the weights: a mixture's centres take the next draws, the initial weights stay as they were.
+    prior = LatentPrior(model.latent_dim, model.latent_prior, model.latent_components, model.latent_component_std)
     generator = Generator(
-        net, latent_dim=model.latent_dim, data_shape=data_shape, num_classes=num_classes, label_embed=label_embed
+        net, latent_dim=model.latent_dim, data_shape=data_shape, num_classes=num_classes, label_embed=label_embed,
+        prior=prior,
     )
     logger.debug("generator %s/%s: %d parameters", model.arch, model.variant, count_parameters(generator))
     return generator

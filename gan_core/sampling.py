@@ -88,7 +88,7 @@ def generate(
     loaded = source if isinstance(source, LoadedGenerator) else load_generator(source, device)
     y = _labels(loaded, n, labels, device)
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, loaded.spec.model.latent_dim, generator=gen)
+    z = loaded.module.sample_latent(n, gen)
     out = []
     for start in range(0, n, batch_size):
         zb = z[start : start + batch_size].to(device)
@@ -121,9 +121,8 @@ def interpolate(
     if not 2 <= steps <= 64:
         raise ValueError("steps must be between 2 and 64")
     loaded = source if isinstance(source, LoadedGenerator) else load_generator(source, device)
-    dim = loaded.spec.model.latent_dim
-    za = torch.randn(dim, generator=torch.Generator().manual_seed(seed_a))
-    zb = torch.randn(dim, generator=torch.Generator().manual_seed(seed_b))
+    za = loaded.module.sample_latent(1, torch.Generator().manual_seed(seed_a))[0]
+    zb = loaded.module.sample_latent(1, torch.Generator().manual_seed(seed_b))[0]
     ts = torch.linspace(0.0, 1.0, steps)
     path = torch.stack([_slerp(za, zb, t) if spherical else torch.lerp(za, zb, t) for t in ts]).to(device)
     y = _labels(loaded, steps, label, device) if loaded.num_classes else None

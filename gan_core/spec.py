@@ -91,6 +91,14 @@ class ModelSpec(_Strict):
         "Keras-tutorial DCGAN: Dense 7*7*128 -> ConvT 64 -> ConvT 1, 28x28)",
     )
     latent_dim: int = Field(100, ge=1, le=1024)
+    latent_prior: Literal["normal", "mixture"] = Field(
+        "normal",
+        description="distribution of z: 'normal' N(0, I), or 'mixture': a uniform mixture of "
+        "latent_components Gaussians with fixed random centres (DeLiGAN-style; lets G map separate "
+        "latent clusters to separate modes)",
+    )
+    latent_components: int = Field(64, ge=2, le=4096, description="mixture prior: number of Gaussians")
+    latent_component_std: float = Field(0.1, gt=0.0, le=1.0, description="mixture prior: each Gaussian's std")
     hidden_g: list[int] = Field(default_factory=lambda: [256, 512, 1024], min_length=1, max_length=8)
     hidden_d: list[int] = Field(default_factory=lambda: [512, 256], min_length=1, max_length=8)
     ngf: int = Field(64, ge=4, le=512)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from gan_core import checkpoint as ckpt
 from gan_core import losses
 from gan_core.data import DataConfig, Dataset, build_dataset
-from gan_core.models import EMA, build_discriminator, build_generator
+from gan_core.models import EMA, LatentPrior, build_discriminator, build_generator
 from gan_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -142,15 +142,17 @@ def build_state(spec: JobSpec, data_shape: tuple[int, ...], num_classes: int | N
 class NoiseSource:
     """Latent vectors and fake labels from the job's own generator (saved in checkpoints)."""
 
-    def __init__(self, latent_dim: int, num_classes: int | None, device: torch.device, seed: int):
+    def __init__(self, latent_dim: int, num_classes: int | None, device: torch.device, seed: int,
+                 prior: LatentPrior | None = None):
         self.latent_dim = latent_dim
+        self.prior = prior or LatentPrior(latent_dim)
         self.num_classes = num_classes
         self.device = device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
 
     def z(self, n: int) -> Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device, generator=self.generator)
+        return self.prior.sample(n, self.generator)
 
     def labels(self, n: int) -> Tensor | None:
         if not self.num_classes:
@@ -274,7 +276,7 @@ class Trainer:
             raise ValueError("model.conditioning needs labels, but this dataset has none ('y' in the npz)")
         num_classes = self.data.num_classes if spec.conditional else None
         self.state = build_state(spec, self.data.shape, num_classes, self.device)
-        self.noise = NoiseSource(spec.model.latent_dim, num_classes, self.device, seed + 2)
+        self.noise = NoiseSource(spec.model.latent_dim, num_classes, self.device, seed + 2, self.state.generator.prior)
         self.fixed_z, self.fixed_y, self.grid_nrow = self._fixed_noise()
         self._autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
@@ -302,7 +304,7 @@ class Trainer:
             labels = torch.arange(k).repeat_interleave(per_row)
         else:
             count, nrow, labels = spec.sample_count, max(1, round(math.sqrt(spec.sample_count))), None
-        z = torch.randn(count, spec.model.latent_dim, generator=gen).to(self.device)
+        z = self.state.generator.sample_latent(count, gen).to(self.device)
         return z, (labels.to(self.device) if labels is not None else None), nrow
 
     def _compile(self) -> None:

@@ -52,7 +52,18 @@ def test_perfect_samples_capture_every_mode(mixture) -> None:
     # Within 3 sigma (Euclidean) of a 2-D isotropic Gaussian: 1 - exp(-9/2) = 98.89 %.
     assert result["hq_percent"] == pytest.approx(100 * (1 - math.exp(-4.5)), abs=0.3)
     assert result["reverse_kl"] < 0.01
+    assert result["hq_spread"] == pytest.approx(1.0, abs=0.02)  # as wide as the data
     assert sum(result["mode_counts"]) == round(result["hq_percent"] * n / 100)
+
+
+def test_modes_shrunk_towards_their_centres_show_in_the_spread_not_in_hq() -> None:
+    centres, sigma = grid25()
+    rng = np.random.default_rng(5)
+    n = 20_000
+    samples = centres[rng.integers(0, len(centres), n)] + 0.4 * sigma * rng.standard_normal((n, 2))
+    result = evaluate_mixture(samples, centres, sigma)
+    assert result["hq_percent"] == 100.0  # HQ rewards shrunk modes ...
+    assert result["hq_spread"] == pytest.approx(0.4 * math.sqrt(2) / 1.378, rel=0.03)  # ... the spread does not
 
 
 def test_one_mode_gives_one_captured_mode_and_maximal_kl() -> None:
@@ -87,6 +98,7 @@ def test_no_high_quality_sample_leaves_kl_undefined_and_non_finite_never_counts(
     samples = np.array([[0.0, 0.0], [np.nan, 1.0], [np.inf, 0.0], [2.0, 0.0]])
     result = evaluate_mixture(samples[:3], centres, sigma)
     assert result["modes"] == 0 and result["hq_percent"] == 0.0 and result["reverse_kl"] is None
+    assert result["hq_spread"] is None
     result = evaluate_mixture(samples, centres, sigma)
     assert result["modes"] == 1 and result["hq_percent"] == 25.0 and result["n_samples"] == 4
 

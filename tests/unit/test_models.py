@@ -11,6 +11,7 @@ from torch import nn
 from gan_core.losses import g_loss
 from gan_core.models import (
     EMA,
+    LatentPrior,
     append_minibatch_std,
     build_discriminator,
     build_generator,
@@ -411,3 +412,34 @@ def test_gradient_reaches_every_generator_parameter_through_d(arch: str, variant
     g_loss("bce", logits).backward()
     for name, p in g.named_parameters():
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+
+
+def test_the_normal_prior_draws_what_torch_randn_draws():
+    # Seeds, fixed grids and checkpoints made before priors existed give the same latents.
+    g = build_generator(small(latent_dim=5), MNIST, None)
+    a = g.sample_latent(7, torch.Generator().manual_seed(3))
+    assert torch.equal(a, torch.randn(7, 5, generator=torch.Generator().manual_seed(3)))
+    assert not any(name.startswith("prior") for name in g.state_dict())
+
+
+def test_a_mixture_prior_draws_tight_clusters_around_its_kept_centres():
+    torch.manual_seed(0)
+    g = build_generator(small(latent_dim=4, latent_prior="mixture", latent_components=6,
+                              latent_component_std=0.05), POINTS, None)
+    centers = g.state_dict()["prior.centers"]
+    assert centers.shape == (6, 4)
+    z = g.sample_latent(3000, torch.Generator().manual_seed(1))
+    nearest = torch.cdist(z, centers).min(dim=1)
+    # Each draw lies within a few std of one centre (0.05 x a chi with 4 dof, mean 1.88; over 6: p < 1e-6).
+    assert nearest.values.max() < 0.3
+    counts = torch.bincount(nearest.indices, minlength=6)
+    assert counts.min() > 400  # uniform weights: 500 each on average
+    assert torch.equal(z, g.sample_latent(3000, torch.Generator().manual_seed(1)))
+    # A copy (the EMA generator) samples from the same centres.
+    assert torch.equal(EMA(g, 0.9).module.sample_latent(5, torch.Generator().manual_seed(2)),
+                       g.sample_latent(5, torch.Generator().manual_seed(2)))
+
+
+def test_unknown_prior_is_refused():
+    with pytest.raises(ValueError, match="latent prior"):
+        LatentPrior(2, "uniform")

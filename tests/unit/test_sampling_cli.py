@@ -50,6 +50,19 @@ def test_generate_conditional_images_with_labels(data_config):
         generate(trainer.checkpoint(), 3, labels=[0, 1])
 
 
+def test_generate_uses_the_checkpoints_mixture_centres():
+    trainer = Trainer(tiny(latent_prior="mixture", latent_components=5))
+    trainer.run()
+    saved = trainer.checkpoint()
+    torch.manual_seed(12345)  # another process would build other centres: the checkpoint's must win
+    loaded = load_generator(saved)
+    assert torch.equal(loaded.module.prior.centers, trainer.state.generator.prior.centers)
+    net = trainer.state.sampling_generator.eval()
+    with torch.no_grad():
+        expected = net(net.sample_latent(6, torch.Generator().manual_seed(4))).numpy()
+    np.testing.assert_allclose(generate(saved, 6, seed=4), expected, atol=1e-6)
+
+
 def test_interpolation_has_fixed_ends(ring_trainer):
     path = interpolate(ring_trainer.generator_file(), 1, 2, steps=5)
     assert path.shape == (5, 2)

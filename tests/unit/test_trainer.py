@@ -128,6 +128,13 @@ def test_every_loss_trains_finitely(loss):
 
 
 RESUME_SPECS = {
+    "mlp-ring-mixture-prior": {
+        "name": "m", "dataset": {"name": "ring8"},
+        "model": {"latent_dim": 3, "hidden_g": [16], "hidden_d": [16], "g_batchnorm": False,
+                  "latent_prior": "mixture", "latent_components": 8, "latent_component_std": 0.2},
+        "train": {"steps": 8, "batch_size": 16, "seed": 3}, "checkpoint_every": 4,
+        "sample_every": 2, "log_every": 2, "eval": {"at_end": False},
+    },
     "mlp-ring-ema": {
         "name": "r", "dataset": {"name": "ring8"},
         "model": {"latent_dim": 2, "hidden_g": [32, 32], "hidden_d": [32], "ema_decay": 0.9, "minibatch_std": True},
