@@ -8,9 +8,12 @@ gunicorn and a Celery worker process.
    and for a running job (one database read per request).
 3. Training through the worker against gan_core's bare loop on the same spec (classic MNIST MLP,
    --steps steps, no evaluation): wall time of the job (claimed → finished, uploads and metric
-   writes included) against Trainer.run() in this process with no callbacks.
+   writes included) against Trainer.run() in a fresh process with no callbacks, alternated over
+   --rounds pairs; the median ratio is the figure.
 
-    python bench/service.py [--jobs 50] [--wrk-seconds 10] [--steps 2000] [--api-workers N] [--api-threads T]
+    python bench/service.py [--jobs 50] [--wrk-seconds 10] [--steps 2000] [--rounds 3] [--api-workers N] [--api-threads T]
+
+MNIST for phase 3 comes from GANFORGE_DATA_DIR (e.g. ../shared/datasets) or the configured mirrors.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument("--shared-socket", action="store_true", help="one listening socket for all workers "
                         "(gunicorn's default) instead of one per worker (SO_REUSEPORT)")
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3, help="phase 3: worker / bare pairs (median reported)")
     parser.add_argument("--phases", default="123", help="which measurements to run, e.g. 2")
     args = parser.parse_args()
 
@@ -149,22 +153,23 @@ def main() -> None:
                 worker.send_signal(signal.SIGCONT)
         if "3" not in args.phases:
             return
-        # 3. training through the worker vs the bare loop
+        # 3. training through the worker vs the bare loop, alternated over --rounds (this machine
+        # drifts by several % between runs of the same loop; a median of paired ratios, each
+        # pair run back to back, is steadier than one pair).
         spec = {**CLASSIC, "train": {**CLASSIC["train"], "steps": args.steps}, "eval": {"at_end": False}, "device": "cpu"}
-        job = client.submit(spec)
-        while (done := client.job(job["id"]))["status"] not in ("succeeded", "failed"):
-            time.sleep(2.0)  # a slow poll: the API must not compete with the training it measures
-        assert done["status"] == "succeeded", done
-        worker_s = (datetime.fromisoformat(done["finished_at"].replace("Z", "+00:00"))
-                    - datetime.fromisoformat(done["started_at"].replace("Z", "+00:00"))).total_seconds()
-        worker.send_signal(signal.SIGSTOP)  # the bare run gets the machine the worker had
-        try:
-            bare_s = _bare(spec)
-        finally:
-            worker.send_signal(signal.SIGCONT)
-        print(f"3. classic MNIST MLP, {args.steps} steps: worker job {worker_s:.1f} s ({args.steps / worker_s:.1f} steps/s), "
-              f"bare gan_core Trainer {bare_s:.1f} s ({args.steps / bare_s:.1f} steps/s): "
-              f"{bare_s / worker_s:.3f}x   (target >= 0.97x)")
+        ratios = []
+        for round_ in range(args.rounds):
+            worker_s = _through_worker(client, spec)
+            worker.send_signal(signal.SIGSTOP)  # the bare run gets the machine the worker had
+            try:
+                bare_s = _bare(spec)
+            finally:
+                worker.send_signal(signal.SIGCONT)
+            ratios.append(bare_s / worker_s)
+            print(f"   round {round_ + 1}: worker job {worker_s:.1f} s ({args.steps / worker_s:.1f} steps/s), "
+                  f"bare gan_core Trainer {bare_s:.1f} s ({args.steps / bare_s:.1f} steps/s): {ratios[-1]:.3f}x")
+        print(f"3. classic MNIST MLP, {args.steps} steps, {args.rounds} rounds: worker / bare steps/s median "
+              f"{statistics.median(ratios):.3f}x (each: {', '.join(f'{r:.3f}' for r in ratios)})   (target >= 0.97x)")
     finally:
         for proc in (api, worker):
             proc.terminate()
@@ -196,6 +201,16 @@ def _ok(client) -> bool:
         return client.health()["status"] == "ok"
     except OSError:
         return False
+
+
+def _through_worker(client, spec: dict) -> float:
+    """Seconds from claimed to finished of ``spec`` run as a job (uploads and metric writes included)."""
+    job = client.submit(spec)
+    while (done := client.job(job["id"]))["status"] not in ("succeeded", "failed"):
+        time.sleep(2.0)  # a slow poll: the API must not compete with the training it measures
+    assert done["status"] == "succeeded", done
+    return (datetime.fromisoformat(done["finished_at"].replace("Z", "+00:00"))
+            - datetime.fromisoformat(done["started_at"].replace("Z", "+00:00"))).total_seconds()
 
 
 def _bare(spec: dict) -> float:
