@@ -23,10 +23,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from api import artifacts, auth, dashboard, health, job_media, jobs, openapi, presets
     from api import logging as api_logging
     from api.errors import register_error_handlers
+    from api.finished_views import FinishedViews
     from api.generation import GenerationRuntime
     from api.jsonio import OrjsonProvider
     from api.signing import URLSigner
-    from api.finished_views import FinishedViews
     from api.state import FINISHED_VIEWS, GENERATION, SERVICES, SIGNER
 
     if services is not None and settings is not None and settings is not services.settings:

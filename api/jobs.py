@@ -10,8 +10,8 @@ import hashlib
 import json
 import logging
 import re
-from datetime import datetime, timedelta, timezone
 from collections import namedtuple
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Sequence
 
 from flask import Blueprint, Response, jsonify, request, url_for
