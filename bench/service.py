@@ -103,24 +103,23 @@ def main() -> None:
 
     boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                  aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
-    api = subprocess.Popen(gunicorn_argv("127.0.0.1", api_port, args.api_workers, args.api_threads,
-                                         reuse_port=not args.shared_socket), env=env, cwd=REPO,
+    api_argv = gunicorn_argv("127.0.0.1", api_port, args.api_workers, args.api_threads, reuse_port=not args.shared_socket)
+    api = subprocess.Popen(api_argv, env=env, cwd=REPO,
                            stdout=(workdir / "api.log").open("wb"), stderr=subprocess.STDOUT)
     worker = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", "--queues", "cpu"], env=env, cwd=REPO,
                               stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT)
     # Production needs API keys: one tenant key, created as an operator would (the GET load below
     # includes the key lookup, cached per process for GANFORGE_AUTH_CACHE_SECONDS).
+    from jobs import lifecycle
     from jobs.db import Database
     from jobs.keys import create_key
-
-    from jobs import lifecycle
 
     key_db = Database(db_url)
     api_key = create_key(key_db, "bench")[1]
     client = Client(f"http://127.0.0.1:{api_port}", api_key=api_key)
     try:
         wait_until(lambda: _ok(client), 60, "API up")
-        print(f"servers: PostgreSQL {db_name}, Redis db {redis_db}, moto S3 :{s3_port}, gunicorn x{args.api_workers or os.cpu_count()} x{args.api_threads} threads :{api_port}, "
+        print(f"servers: PostgreSQL {db_name}, Redis db {redis_db}, moto S3 :{s3_port}, gunicorn x{api_argv[api_argv.index('--workers') + 1]} x{args.api_threads} threads :{api_port}, "
               f"1 worker (solo pool); {os.cpu_count()} CPUs")
 
         # 1. submit → running
