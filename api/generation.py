@@ -129,15 +129,18 @@ def label_problem(loaded: LoadedGenerator, n: int, labels: Sequence[int] | int |
     return None
 
 
-def render(loaded: LoadedGenerator, n: int, seed: int, labels: Sequence[int] | int | None, fmt: str) -> tuple[bytes, str]:
-    """(body, content type): a PNG grid (or scatter plot for 2-D points) or a ``.npy`` array."""
+def render(loaded: LoadedGenerator, n: int, seed: int, labels: Sequence[int] | int | None, fmt: str,
+           rejection: bool = True) -> tuple[bytes, str]:
+    """(body, content type): a PNG grid (or scatter plot for 2-D points) or a ``.npy`` array.
+
+    Raises ``gan_core.rejection.RejectionError`` when rejection sampling keeps too few samples."""
     import numpy as np
     import torch
 
     from gan_core.sampling import generate, samples_png
 
     with torch.no_grad():
-        samples: Any = generate(loaded, n, seed=seed, labels=labels)
+        samples: Any = generate(loaded, n, seed=seed, labels=labels, rejection=rejection)
     if fmt == "png":
         return samples_png(samples), "image/png"
     buffer = io.BytesIO()

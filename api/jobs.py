@@ -512,10 +512,16 @@ def generate_samples(job_id: str):
     problem = label_problem(loaded, req.n, req.labels)
     if problem:
         raise invalid("labels", problem)
+    from gan_core.rejection import RejectionError
+
     try:
-        body, mimetype = runtime.run(req.n, lambda: render(loaded, req.n, req.seed, req.labels, req.format))
+        body, mimetype = runtime.run(
+            req.n, lambda: render(loaded, req.n, req.seed, req.labels, req.format, rejection=req.rejection)
+        )
     except Busy as exc:
         raise APIError(503, "busy", str(exc), headers={"Retry-After": "5"}) from None
+    except RejectionError as exc:
+        raise invalid("rejection", f"{exc}; ask for the raw generator's samples with rejection: false") from None
     response = Response(body, mimetype=mimetype)
     filename = f"samples-{job_id[:8]}-step{artifact.step}-seed{req.seed}.{req.format}"
     disposition = "inline" if req.format == "png" else "attachment"

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from jobs.models import Artifact, Job, JobEvent
 
@@ -132,6 +132,9 @@ class GenerateRequest(BaseModel):
     labels: Any = Field(None, description="one label for all, a list with one per sample, or null")
     checkpoint: StrictInt | None = Field(None, ge=0, description="a checkpoint's step; null = final generator, else latest")
     format: Literal["png", "npy"] = "png"
+    rejection: StrictBool = Field(
+        True, description="when the job's spec asks for sampling.rejection, false gives the raw generator's samples"
+    )
 
     @field_validator("labels", mode="before")
     @classmethod

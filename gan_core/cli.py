@@ -191,14 +191,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from gan_core import checkpoint as ckpt
+    from gan_core.rejection import RejectionError
     from gan_core.sampling import generate, samples_png
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise CLIError("--out must end in .npy (float32 samples) or .png (a grid)", 2)
     try:
-        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=_parse_labels(args.labels), device=args.device)
-    except ckpt.CheckpointError as exc:
+        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=_parse_labels(args.labels),
+                           device=args.device, rejection=not args.no_rejection)
+    except (ckpt.CheckpointError, RejectionError) as exc:
         raise CLIError(str(exc)) from None
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
@@ -241,6 +243,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nrow", type=int, help="images per row in a PNG grid")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="FILE.npy or FILE.png")
+    p.add_argument("--no-rejection", action="store_true",
+                   help="the raw generator's samples, also when the spec asks for sampling.rejection")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("validate", help="check a spec file")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_core import evaluation
+from gan_core import evaluation, rejection
 from gan_core.data import DataConfig, Dataset, dataset_fingerprint, load_test_images
 from gan_core.spec import JobSpec
 
@@ -49,10 +49,28 @@ class Evaluator:
             generator.train(was_training)
         return torch.cat(out), labels
 
-    def evaluate(self, generator: nn.Module, n: int, device: torch.device) -> dict[str, Any]:
+    def evaluate(
+        self, generator: nn.Module, n: int, device: torch.device, rejector: rejection.Rejector | None = None
+    ) -> dict[str, Any]:
+        """Figures for ``n`` samples; with a rejector, for the samples it keeps (what ``generate``
+        gives), with the raw generator's figures under ``raw`` and the share kept under ``rejection``."""
         samples, labels = self._generate(generator, n, device)
         if not torch.isfinite(samples).all():
             return {"n_samples": n, "error": "the generator produced non-finite values"}
+        raw = self._figures(samples, labels)
+        if rejector is None:
+            return raw
+        try:
+            kept, acceptance = rejection.sample(generator, rejector, n, torch.Generator().manual_seed(EVAL_SEED), labels)
+        except rejection.RejectionError as exc:
+            return {**raw, "raw": dict(raw), "rejection": {"error": str(exc)}}
+        results = self._figures(kept, labels)
+        results["raw"] = raw
+        results["rejection"] = {"method": "discriminator", "acceptance": acceptance, "threshold": rejector.threshold}
+        return results
+
+    def _figures(self, samples: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+        n = len(samples)
         if self.data.kind == "points":
             return evaluation.evaluate_mixture(samples, self.data.centers.cpu(), self.data.sigma)
         if not self._ensure_classifier():

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from gan_core import checkpoint as ckpt
-from gan_core.models import build_generator
+from gan_core import rejection as rejection_sampling
+from gan_core.models import build_discriminator, build_generator
+from gan_core.rejection import Rejector, build_rejector, chunk_size
 from gan_core.spec import JobSpec
 
 MAX_SAMPLES = 100_000
@@ -25,6 +27,7 @@ class LoadedGenerator:
     data_shape: tuple[int, ...]
     num_classes: int | None
     step: int
+    rejector: Rejector | None = None  # discriminator rejection sampling (spec.sampling.rejection)
 
     @property
     def is_points(self) -> bool:
@@ -47,7 +50,29 @@ def load_generator(source: dict[str, Any] | str | os.PathLike[str] | bytes | Bin
     except RuntimeError as exc:
         raise ckpt.CheckpointError(f"generator weights do not fit the spec: {exc}") from None
     module.to(device).eval()
-    return LoadedGenerator(module, spec, shape, num_classes, int(data["step"]))
+    rejector = _load_rejector(data, spec, module, shape, num_classes, device)
+    return LoadedGenerator(module, spec, shape, num_classes, int(data["step"]), rejector)
+
+
+def _load_rejector(data: dict[str, Any], spec: JobSpec, generator: nn.Module, shape: tuple[int, ...],
+                   num_classes: int | None, device: str) -> Rejector | None:
+    """A generator file carries its discriminator and threshold; a training checkpoint its D (the
+    threshold is then computed here, as the trainer does)."""
+    if spec.sampling.rejection == "none":
+        return None
+    stored = data.get("rejection") if data["format"] == ckpt.GENERATOR_FORMAT else {"discriminator": data.get("discriminator")}
+    if not isinstance(stored, dict) or not isinstance(stored.get("discriminator"), dict):
+        raise ckpt.CheckpointError("the spec asks for rejection sampling, but the file holds no discriminator")
+    discriminator = build_discriminator(spec.model, shape, num_classes, spec.loss)
+    try:
+        discriminator.load_state_dict(stored["discriminator"])
+    except RuntimeError as exc:
+        raise ckpt.CheckpointError(f"discriminator weights do not fit the spec: {exc}") from None
+    discriminator.to(device).eval()
+    threshold = stored.get("threshold")
+    if isinstance(threshold, (int, float)) and math.isfinite(threshold):
+        return Rejector(discriminator, float(threshold), chunk_size(discriminator, spec.train.batch_size))
+    return build_rejector(generator, discriminator, spec.sampling.rejection_quantile, spec.train.batch_size, num_classes)
 
 
 def _labels(loaded: LoadedGenerator, n: int, labels: Sequence[int] | int | None, device: str) -> torch.Tensor | None:
@@ -78,16 +103,22 @@ def generate(
     labels: Sequence[int] | int | None = None,
     device: str = "cpu",
     batch_size: int = 1024,
+    rejection: bool = True,
 ) -> np.ndarray:
     """``n`` samples as float32 in data space: N×C×H×W for images, N×2 for the 2-D mixtures.
 
-    The same (checkpoint, n, seed, labels) always gives the same samples.
+    The same (checkpoint, n, seed, labels, rejection) always gives the same samples. When the spec
+    asks for ``sampling.rejection``, samples go through discriminator rejection sampling unless
+    ``rejection`` is False (the raw generator's samples).
     """
     if not 1 <= n <= MAX_SAMPLES:
         raise ValueError(f"n must be between 1 and {MAX_SAMPLES}")
     loaded = source if isinstance(source, LoadedGenerator) else load_generator(source, device)
     y = _labels(loaded, n, labels, device)
     gen = torch.Generator().manual_seed(seed)
+    if rejection and loaded.rejector is not None:
+        kept, _ = rejection_sampling.sample(loaded.module, loaded.rejector, n, gen, y.cpu() if y is not None else None)
+        return kept.numpy()
     z = loaded.module.sample_latent(n, gen)
     out = []
     for start in range(0, n, batch_size):

@@ -183,6 +183,19 @@ class EvalSpec(_Strict):
         return n
 
 
+class SamplingSpec(_Strict):
+    rejection: Literal["none", "discriminator"] = Field(
+        "none",
+        description="'discriminator': samples (evaluation, generate) go through discriminator rejection sampling "
+        "(Azadi et al. 2019) with the final discriminator; needs loss 'bce' or 'minimax' and model.pack 1",
+    )
+    rejection_quantile: float = Field(
+        0.9, gt=0.0, lt=1.0,
+        description="a sample whose discriminator logit is above this quantile of generated samples' logits is "
+        "always kept, others with probability exp(logit - that logit)",
+    )
+
+
 class JobSpec(_Strict):
     name: str = Field(..., min_length=1, max_length=120)
     dataset: DatasetSpec
@@ -190,6 +203,7 @@ class JobSpec(_Strict):
     loss: Loss = "bce"
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA only)")
     compile: bool = Field(False, description="torch.compile the networks (CUDA only)")
@@ -235,6 +249,13 @@ class JobSpec(_Strict):
                 raise _field_error("model.pack", "packing cannot be combined with conditioning")
         if train.label_smoothing and self.loss not in ("minimax", "bce", "lsgan"):
             raise _field_error("train.label_smoothing", f"'{self.loss}' has no real target to smooth")
+        if self.sampling.rejection != "none":
+            if self.loss not in ("bce", "minimax"):
+                raise _field_error(
+                    "sampling.rejection", f"needs a logistic discriminator (loss 'bce' or 'minimax'), not '{self.loss}'"
+                )
+            if model.pack > 1:
+                raise _field_error("sampling.rejection", "cannot score single samples with a packing discriminator")
         if self.precision == "bf16" and self.device == "cpu":
             raise _field_error("precision", "bf16 autocast is for CUDA; use fp32 on the CPU")
         return self

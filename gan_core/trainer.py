@@ -25,6 +25,7 @@ from gan_core import checkpoint as ckpt
 from gan_core import losses
 from gan_core.data import DataConfig, Dataset, build_dataset
 from gan_core.models import EMA, LatentPrior, build_discriminator, build_generator
+from gan_core.rejection import Rejector, build_rejector
 from gan_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ class Trainer:
         if spec.compile:
             self._compile()
         self._evaluator = None
+        self._rejector: tuple[int, Rejector] | None = None  # (step it was built at, rejector)
         # Multiplies the learning rates; a service halves it after rolling back a divergence.
         self.lr_scale = 1.0
         if resume_from is not None:
@@ -421,7 +423,22 @@ class Trainer:
 
         if self._evaluator is None:
             self._evaluator = Evaluator(self.spec, self.data, self.data_config)
-        return self._evaluator.evaluate(self.state.sampling_generator, n or self.spec.eval_samples(), self.device)
+        return self._evaluator.evaluate(
+            self.state.sampling_generator, n or self.spec.eval_samples(), self.device, rejector=self.rejector()
+        )
+
+    def rejector(self) -> Rejector | None:
+        """Discriminator rejection sampling with the current D (``sampling.rejection``), or None."""
+        if self.spec.sampling.rejection == "none":
+            return None
+        cached = self._rejector
+        if cached is None or cached[0] != self.state.step:
+            built = build_rejector(
+                self.state.sampling_generator, _unwrap(self.state.discriminator), self.spec.sampling.rejection_quantile,
+                self.spec.train.batch_size, self.state.num_classes,
+            )
+            cached = self._rejector = (self.state.step, built)
+        return cached[1]
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
@@ -456,6 +473,7 @@ class Trainer:
         except (KeyError, RuntimeError) as exc:
             raise ckpt.CheckpointError(f"checkpoint does not fit this model: {exc}") from None
         s.step = int(data["step"])
+        self._rejector = None
         rng = data["rng"]
         ckpt.restore_rng(rng)
         self.noise.generator.set_state(rng["noise"])
@@ -470,7 +488,7 @@ class Trainer:
 
     def generator_file(self) -> dict[str, Any]:
         """What ``final/generator.pt`` holds: the sampling network (EMA if enabled) and its spec."""
-        return {
+        data = {
             "format": ckpt.GENERATOR_FORMAT,
             "version": ckpt.FORMAT_VERSION,
             "spec": self.spec.model_dump(mode="json"),
@@ -480,6 +498,10 @@ class Trainer:
             "generator": _plain_state(self.state.sampling_generator),
             "ema": self.state.ema is not None,
         }
+        rejector = self.rejector()
+        if rejector is not None:  # the discriminator that sampling rejects with, and its threshold
+            data["rejection"] = {"discriminator": _plain_state(self.state.discriminator), "threshold": rejector.threshold}
+        return data
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

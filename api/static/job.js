@@ -75,6 +75,13 @@
     }
     if ("label_accuracy" in e) out.push(figure("label accuracy", pct(100 * e.label_accuracy), "label_accuracy"));
     if ("mean_confidence" in e) out.push(figure("mean classifier confidence", pct(100 * e.mean_confidence), "mean_confidence"));
+    // Discriminator rejection sampling (sampling.rejection): the figures above are for the kept samples.
+    if (e.rejection && typeof e.rejection === "object" && typeof e.rejection.acceptance === "number") {
+      out.push(figure("kept by rejection sampling", pct(100 * e.rejection.acceptance), "rejection_acceptance"));
+      const raw = e.raw && typeof e.raw === "object" ? e.raw : {};
+      if ("hq_percent" in raw) out.push(figure("high-quality, raw generator", pct(raw.hq_percent), "raw_hq_percent"));
+      if ("domain_fid" in raw) out.push(figure("domain FID, raw generator", gf.num(raw.domain_fid, 4), "raw_domain_fid"));
+    }
     if ("n_samples" in e) out.push(figure("samples evaluated", String(e.n_samples), "n_samples"));
     const shown = new Set(["modes", "modes_min10", "hq_percent", "reverse_kl", "domain_fid", "classes_covered",
       "label_accuracy", "mean_confidence", "n_samples", "n_modes", "class_histogram", "mode_counts"]);

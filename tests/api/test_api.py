@@ -498,10 +498,10 @@ def test_generate_answers_503_when_busy_or_too_slow(api, trained, monkeypatch):
 
     real_render = render
 
-    def slow_render(loaded, n, *args):
+    def slow_render(loaded, n, *args, **kwargs):
         if n > runtime.inline_max:  # only the pooled requests hang
             release.wait(5)
-        return real_render(loaded, n, *args)
+        return real_render(loaded, n, *args, **kwargs)
 
     monkeypatch.setattr("api.jobs.render", slow_render)
     runtime.timeout = 0.05
@@ -521,6 +521,30 @@ def test_generate_rejects_a_corrupt_checkpoint(api):
     job_id, token = running_job(api.db)
     add_artifact(api, job_id, token, "checkpoint", 3, checkpoint_key(job_id, 3), b"not a checkpoint")
     assert_envelope(api.client.post(f"/v1/jobs/{job_id}/generate", json={"n": 2}), 409, "checkpoint_unusable")
+
+
+def test_generate_with_and_without_rejection_sampling(api, monkeypatch):
+    from gan_core import checkpoint as ckpt
+    from gan_core.rejection import RejectionError
+    from gan_core.trainer import Trainer
+
+    trainer = Trainer(JobSpec.model_validate({**SPEC, "sampling": {"rejection": "discriminator"}}))
+    trainer.run(3)
+    job_id, token = running_job(api.db)
+    add_artifact(api, job_id, token, "final_model", 3, final_key(job_id), ckpt.to_bytes(trainer.generator_file()))
+    generate = lambda **body: api.client.post(f"/v1/jobs/{job_id}/generate", json=body)  # noqa: E731
+    kept = np.load(io.BytesIO(generate(n=64, format="npy").data), allow_pickle=False)
+    raw = np.load(io.BytesIO(generate(n=64, format="npy", rejection=False).data), allow_pickle=False)
+    assert kept.shape == raw.shape == (64, 2) and not np.array_equal(kept, raw)
+    assert np.array_equal(kept, np.load(io.BytesIO(generate(n=64, format="npy").data), allow_pickle=False))
+    assert "rejection" in fields(assert_envelope(generate(n=4, rejection="yes"), 422, "invalid_request"))
+
+    def keeps_nothing(*args, **kwargs):
+        raise RejectionError("the discriminator kept 0 of 51200 candidates; too few for rejection sampling")
+
+    monkeypatch.setattr("api.jobs.render", keeps_nothing)
+    error = assert_envelope(generate(n=4), 422, "invalid_request")
+    assert "rejection" in fields(error) and "rejection: false" in error["message"]
 
 
 class _Conditional:

@@ -26,7 +26,7 @@ def small_ring8(doc: dict) -> dict:
     doc["model"].update(hidden_g=[64, 64], hidden_d=[64, 64])
     doc["train"].update(steps=STEPS, batch_size=64)
     doc.update(log_every=LOG_EVERY, sample_every=SAMPLE_EVERY, checkpoint_every=CHECKPOINT_EVERY, device="cpu",
-               eval={"n_samples": 500})
+               eval={"n_samples": 500}, sampling={"rejection": "discriminator"})
     return doc
 
 
@@ -70,6 +70,9 @@ def test_submit_watch_charts_timeline_generate(page, service, artifacts_dir, tmp
     # Evaluation of the 2-D mixture: modes out of 8, % high quality.
     assert re.fullmatch(r"\d / 8", page.inner_text("#evaluation .figure[data-key='modes'] .figure-value"))
     assert page.inner_text("#evaluation .figure[data-key='hq_percent'] .figure-value").endswith("%")
+    # The job samples through discriminator rejection: the share kept and the raw generator's HQ.
+    for key in ("rejection_acceptance", "raw_hq_percent"):
+        assert page.inner_text(f"#evaluation .figure[data-key='{key}'] .figure-value").endswith("%"), key
 
     # Timeline: at the newest grid; sliding to the first loads another picture.
     grids = STEPS // SAMPLE_EVERY
