@@ -164,6 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  loss plot:       {run.root / 'loss_plot.png'}")
     if result.evaluation is not None:
         print(f"  evaluation:      {json.dumps(_headline(result.evaluation))}")
+        raw, rejection = result.evaluation.get("raw"), result.evaluation.get("rejection")
+        if isinstance(raw, dict) and isinstance(rejection, dict) and "acceptance" in rejection:
+            print(f"  raw generator:   {json.dumps(_headline(raw))} "
+                  f"(the figures above: the {rejection['acceptance']:.1%} of its samples rejection sampling kept)")
     return 0
 
 

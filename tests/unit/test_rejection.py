@@ -1,5 +1,7 @@
 """Discriminator rejection sampling: the acceptance law, slots and labels, and the trainer/file/CLI wiring."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,17 @@ def test_generator_file_carries_the_discriminator_and_samples_as_the_checkpoint(
                  "--out", str(tmp_path / "raw.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "kept.npy"), a)
     np.testing.assert_array_equal(np.load(tmp_path / "raw.npy"), raw)
+
+
+def test_cli_train_prints_the_raw_generators_figures_too(tmp_path, capsys):
+    spec = _ring_spec(train={"steps": 30, "batch_size": 32}, eval={"n_samples": 200})
+    path = tmp_path / "spec.json"
+    path.write_text(spec.model_dump_json())
+    assert main(["train", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "raw generator:" in out and "rejection sampling kept" in out
+    saved = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert saved["raw"]["n_samples"] == 200 and 0 < saved["rejection"]["acceptance"] <= 1
 
 
 def test_a_file_without_its_discriminator_is_refused(ring_run):
