@@ -11,7 +11,9 @@ evaluated exactly as a job is: 2500 samples from the network the job ships (the 
 convention: a sample is high quality (HQ) within 3 sigma of its nearest mode, a mode is captured
 with at least one HQ sample; ``modes_min10`` asks for 10). ``spread`` is the RMS distance of the
 HQ samples from their mode over the data's own (1.0: modes as wide as the data's; well below 1:
-modes shrunk towards their centres, which HQ alone would reward).
+modes shrunk towards their centres, which HQ alone would reward). A preset with
+``sampling.rejection`` (grid25) is scored, as its jobs are, on the samples discriminator rejection
+sampling keeps; the raw generator's modes and HQ and the share kept are printed beside them.
 
 Targets (a seed passes when every mode is captured and HQ >= 97 %):
 ring8 8/8 in 10/10 seeds, grid25 25/25 in 9/10 seeds. Published reference for grid25:
