@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -29,17 +30,21 @@ class CLIError(Exception):
         self.code = code
 
 
-def read_spec(path: str, steps: int | None = None) -> JobSpec:
-    """Read and validate a spec file; errors list each field at fault on its own line."""
+def read_spec(path: str, steps: int | None = None, devices: int | None = None) -> JobSpec:
+    """Read and validate a spec file (``steps`` / ``devices`` override train.steps /
+    resources.devices); errors list each field at fault on its own line."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise CLIError(f"{path}: cannot read spec ({exc.strerror})", 2) from None
     try:
         spec = load_spec(text)
-        if steps is not None:
+        if steps is not None or devices is not None:
             doc = spec.model_dump(mode="json")
-            doc["train"]["steps"] = steps
+            if steps is not None:
+                doc["train"]["steps"] = steps
+            if devices is not None:
+                doc["resources"]["devices"] = devices
             spec = JobSpec.model_validate(doc)
     except ValueError as exc:
         if isinstance(exc, ValidationError):
@@ -84,31 +89,103 @@ def _step_of(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _launch_train(args: argparse.Namespace) -> int:
+    """``ganforge train --devices N``: the same command on N ranks through torch's launcher."""
+    import tempfile
+
+    from gan_core.launch import Launch, torchrun_argv, wait_for
+
+    forwarded = [args.spec, "--out", args.out, "--devices", str(args.devices)]
+    for flag, value in (("--steps", args.steps), ("--data-dir", args.data_dir), ("--device", args.device)):
+        if value is not None:
+            forwarded += [flag, str(value)]
+    forwarded += [flag for flag, on in (("--resume", args.resume), ("--quiet", args.quiet)) if on]
+    argv = torchrun_argv(args.devices, "gan_core.cli", ["train", *forwarded], nnodes=args.nnodes,
+                         rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, shutdown_timeout=30)
+    stop_file = Path(tempfile.gettempdir()) / f"ganforge-stop-{os.getpid()}"
+    launch = Launch(argv, stop_file=stop_file).start()
+    interrupts = {"count": 0}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: rank 0 stops at the end of the step and saves
+        interrupts["count"] += 1
+        if interrupts["count"] == 1:
+            print("stopping at the end of this step (Ctrl-C again to kill)...", file=sys.stderr)
+            launch.request_stop()
+        else:
+            launch.kill()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        code = wait_for(launch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        launch.close()
+    if interrupts["count"]:
+        return 130  # rank 0 saved a checkpoint and said how to resume
+    if code != 0:
+        raise CLIError(f"training on {args.devices} devices x {args.nnodes} host(s) failed (launcher exit code {code}); "
+                       "see the ranks' messages above")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from gan_core import distributed
+    from gan_core.launch import die_with_parent
+
+    if (args.devices > 1 or args.nnodes > 1) and not distributed.launched():
+        if args.devices < 1 or args.nnodes < 1:
+            raise CLIError("--devices and --nnodes must be at least 1", 2)
+        read_spec(args.spec, args.steps, args.devices)  # a bad spec fails here, once
+        return _launch_train(args)
+    if not distributed.launched():
+        return _train_here(args, distributed.SINGLE, args.device)
+    die_with_parent()
+    spec = read_spec(args.spec, args.steps, args.devices)
+    device = distributed.device_for(args.device or spec.device, int(os.environ.get("LOCAL_RANK", "0")))
+    parallel = distributed.init_from_env(device)
+    code = _train_here(args, parallel, str(device))
+    distributed.shutdown(parallel)
+    return code
+
+
+def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
+    """Train in this process: the whole job, or one rank of it (rank 0 writes every file)."""
     from tqdm import tqdm
 
     from gan_core import checkpoint as ckpt
     from gan_core import images
     from gan_core.data import DataConfig, DataError
+    from gan_core.launch import stop_requested
     from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 
-    spec = read_spec(args.spec, args.steps)
-    run = RunDirectory(Path(args.out))
-    resume = None
-    if args.resume:
+    main = parallel.is_main
+    spec = read_spec(args.spec, args.steps, getattr(args, "devices", 1))
+    if spec.train.batch_size % parallel.world_size:
+        raise CLIError(f"train.batch_size {spec.train.batch_size} does not split over {parallel.world_size} ranks", 2)
+    run = RunDirectory(Path(args.out)) if main else None
+
+    def load_resume() -> bytes | None:
         latest = run.latest_checkpoint()
         if latest is None:
             raise CLIError(f"--resume: no checkpoint in {run.checkpoints}")
+        return latest.read_bytes()
+
+    # Rank 0 reads the checkpoint; every rank resumes from the same bytes.
+    resume_bytes = parallel.share(load_resume) if args.resume else None
+    resume = None
+    if resume_bytes is not None:
         try:
-            resume = ckpt.load(latest, expect=ckpt.TRAINING_FORMAT)
+            resume = ckpt.load(resume_bytes, expect=ckpt.TRAINING_FORMAT)
         except ckpt.CheckpointError as exc:
             raise CLIError(str(exc)) from None
-        run.truncate_metrics(int(resume["step"]))
-    (run.root / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+        if main:
+            run.truncate_metrics(int(resume["step"]))
+    if main:
+        (run.root / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
 
     overrides = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
     interrupted = {"flag": False}
-    bar = tqdm(total=spec.train.steps, unit="step", dynamic_ncols=True, disable=args.quiet, file=sys.stderr)
+    bar = tqdm(total=spec.train.steps, unit="step", dynamic_ncols=True, disable=args.quiet or not main, file=sys.stderr)
 
     class LocalRun(Callbacks):
         def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -128,16 +205,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                 handle.write(json.dumps({"step": step, **results}) + "\n")
 
         def should_stop(self) -> bool:
-            return interrupted["flag"]
+            return interrupted["flag"] or stop_requested()
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop at the end of the step and save
         interrupted["flag"] = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    callbacks = LocalRun()
+    callbacks = LocalRun() if main else Callbacks()
     try:
-        trainer = Trainer(spec, data_config=DataConfig.from_env(**overrides), callbacks=callbacks, resume_from=resume, device=args.device)
+        trainer = Trainer(spec, data_config=DataConfig.from_env(**overrides), callbacks=callbacks, resume_from=resume,
+                          device=device, parallel=parallel)
         bar.update(trainer.state.step)
         result = trainer.run()
     except (DataError, ckpt.CheckpointError) as exc:
@@ -148,6 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         bar.close()
 
+    if not main:
+        return 0
     if result.stopped:
         callbacks.on_checkpoint(result.step, trainer.checkpoint())
         print(f"interrupted at step {result.step}; checkpoint saved. Continue with: ganforge train {args.spec} --out {args.out} --resume")
@@ -157,7 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     (run.root / "loss_plot.png").write_bytes(images.line_plot_png(series, title=f"{spec.name}: losses and D accuracy"))
     if result.evaluation is not None:
         (run.root / "evaluation.json").write_text(json.dumps(result.evaluation, indent=2) + "\n")
-    print(f"done: {result.step} steps")
+    where = "" if parallel.world_size == 1 else f" on {parallel.world_size} ranks"
+    print(f"done: {result.step} steps{where}")
     print(f"  sample grids:    {run.samples}/ ({len(list(run.samples.glob('*.png')))} PNG)")
     print(f"  checkpoints:     {run.checkpoints}/")
     print(f"  final generator: {run.final / 'generator.pt'}")
@@ -236,6 +317,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     p.add_argument("--data-dir", help="folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the spec's device")
+    p.add_argument("--devices", type=int, default=1,
+                   help="train data-parallel on N devices of this host (N GPUs, or N CPU processes with gloo) "
+                   "through torch's launcher; train.batch_size stays the global batch")
+    p.add_argument("--nnodes", type=int, default=1, help="hosts taking part (each runs this command with --devices)")
+    p.add_argument("--rdzv-endpoint", help="several hosts: HOST:PORT of the c10d rendezvous (e.g. the first host)")
+    p.add_argument("--rdzv-id", help="several hosts: a run id shared by all of them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

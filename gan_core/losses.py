@@ -76,16 +76,21 @@ def gradient_penalty(
     fake: Tensor,
     y: Tensor | None = None,
     rng: torch.Generator | None = None,
+    alpha: Tensor | None = None,
 ) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al.): mean over x_hat of (||grad_x D(x_hat)||_2 - 1)^2.
 
     x_hat is a random interpolation between each real sample and a generated one (one mixing
     weight per sample). With packing, D sees groups of samples; the norm is then taken over the
     whole packed input of each group, the quantity D is Lipschitz in. ``create_graph=True`` so
-    that the penalty can be back-propagated into D.
+    that the penalty can be back-propagated into D. The gradient is taken with respect to the
+    input x_hat only (DistributedDataParallel supports no double backward through parameters).
+    ``alpha`` (B, 1, ...) gives the mixing weights (data-parallel training draws them for the global
+    batch); else they are drawn here from ``rng``.
     """
     batch = real.shape[0]
-    alpha = torch.rand((batch,) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype, generator=rng)
+    if alpha is None:
+        alpha = torch.rand((batch,) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype, generator=rng)
     x_hat = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
     logits, _ = discriminator(x_hat, y)
     (grad,) = torch.autograd.grad(logits.sum(), x_hat, create_graph=True)

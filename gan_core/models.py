@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gan_core.distributed import global_moments
 from gan_core.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -184,7 +185,9 @@ def append_minibatch_std(features: Tensor) -> Tensor:
     feature (B, F) -> (B, F+1), or one constant channel map (B, C, H, W) -> (B, C+1, H, W).
     A collapsed generator yields a batch with tiny std, which D can then detect.
     """
-    std = torch.sqrt(features.float().var(dim=0, unbiased=False) + _MBSTD_EPS).mean()
+    # Over the global batch when training data-parallel (every rank's slice), else this batch.
+    _, var, _ = global_moments(features.float(), (0,))
+    std = torch.sqrt(var + _MBSTD_EPS).mean()
     extra = std.to(features.dtype).expand(features.shape[0], 1, *features.shape[2:])
     return torch.cat([features, extra], dim=1)
 

@@ -27,6 +27,7 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_steps": 1_000_000,
     "max_batch_size": 4096,
     "max_eval_samples": 50_000,
+    "max_devices": 8,
 }
 
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "npz")
@@ -150,6 +151,11 @@ class TrainSpec(_Strict):
         "none", description="'linear': both learning rates fall linearly from lr_decay_start towards 0 at the last step"
     )
     lr_decay_start: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of train.steps where the decay begins")
+    sync_batchnorm: bool | None = Field(
+        None,
+        description="with several devices: batch-norm statistics over the global batch (SyncBatchNorm), so N devices "
+        "train like one; default: on when resources.devices > 1 and the model has batch norm",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -196,6 +202,22 @@ class SamplingSpec(_Strict):
     )
 
 
+class ResourcesSpec(_Strict):
+    devices: int = Field(
+        1, ge=1,
+        description="devices (GPUs, or CPU processes) of one host that train this job data-parallel; "
+        "train.batch_size is the global batch, split evenly over them",
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_limit(cls, devices: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "max_devices")
+        if devices > limit:
+            raise ValueError(f"at most {limit} devices per job are allowed here")
+        return devices
+
+
 class JobSpec(_Strict):
     name: str = Field(..., min_length=1, max_length=120)
     dataset: DatasetSpec
@@ -207,6 +229,11 @@ class JobSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (CUDA only)")
     compile: bool = Field(False, description="torch.compile the networks (CUDA only)")
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous", description="dcgan: 'channels_last' keeps conv weights and images NHWC (faster tensor-core "
+        "convolutions with bf16 on GPUs)",
+    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     log_every: int = Field(100, ge=1)
     sample_every: int = Field(200, ge=1)
     sample_count: int = Field(64, ge=1, le=400, description="samples in each fixed-noise grid")
@@ -242,9 +269,16 @@ class JobSpec(_Strict):
                 raise _field_error("dataset.image_size", "the keras DCGAN variant makes 28x28 images only")
             if model.variant == "radford" and size is not None and size not in DCGAN_IMAGE_SIZES:
                 raise _field_error("dataset.image_size", f"dcgan makes images of size {DCGAN_IMAGE_SIZES}, not {size}")
+        devices = self.resources.devices
+        if train.batch_size % devices:
+            raise _field_error(
+                "train.batch_size", f"the global batch must split evenly over resources.devices ({devices})"
+            )
         if model.pack > 1:
-            if train.batch_size % model.pack:
-                raise _field_error("train.batch_size", f"must be a multiple of model.pack ({model.pack})")
+            if train.batch_size % (model.pack * devices):
+                need = f"model.pack ({model.pack})" if devices == 1 else (
+                    f"model.pack x resources.devices ({model.pack} x {devices}): each device packs its own slice")
+                raise _field_error("train.batch_size", f"must be a multiple of {need}")
             if model.conditioning != "none":
                 raise _field_error("model.pack", "packing cannot be combined with conditioning")
         if train.label_smoothing and self.loss not in ("minimax", "bce", "lsgan"):
@@ -256,6 +290,8 @@ class JobSpec(_Strict):
                 )
             if model.pack > 1:
                 raise _field_error("sampling.rejection", "cannot score single samples with a packing discriminator")
+        if self.memory_format == "channels_last" and model.arch != "dcgan":
+            raise _field_error("memory_format", "channels_last is for the convolutional (dcgan) networks")
         if self.precision == "bf16" and self.device == "cpu":
             raise _field_error("precision", "bf16 autocast is for CUDA; use fp32 on the CPU")
         return self

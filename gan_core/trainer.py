@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from gan_core import checkpoint as ckpt
-from gan_core import losses
+from gan_core import distributed, losses
 from gan_core.data import DataConfig, Dataset, build_dataset
+from gan_core.distributed import SINGLE, Parallel
 from gan_core.models import EMA, LatentPrior, build_discriminator, build_generator
 from gan_core.rejection import Rejector, build_rejector
 from gan_core.spec import JobSpec
@@ -74,6 +75,14 @@ class GANState:
     ema: EMA | None
     num_classes: int | None
     step: int = 0
+    # The modules that take the updates: DistributedDataParallel wrappers of the two above when
+    # training on several ranks, else the networks themselves (see wrap_parallel).
+    train_g: nn.Module | None = None
+    train_d: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.train_g = self.train_g or self.generator
+        self.train_d = self.train_d or self.discriminator
 
     @property
     def sampling_generator(self) -> nn.Module:
@@ -161,31 +170,48 @@ class NoiseSource:
         return torch.randint(0, self.num_classes, (n,), device=self.device, generator=self.generator)
 
 
-def train_step(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec, with_grad_norms: bool = False) -> dict[str, Tensor]:
+def train_step(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec, with_grad_norms: bool = False,
+               parallel: Parallel = SINGLE) -> dict[str, Tensor]:
     """One step of the alternating algorithm; returns detached 0-d tensors (see STEP_STATS).
 
     D sees real data and a fake batch made without building G's graph (the effect of
     ``detach()``); each network has its own optimizer and ``zero_grad``. Every update draws fresh
     noise and a fresh real batch.
+
+    Data-parallel (``parallel`` with several ranks): every draw is of the global batch, from the
+    same streams as one process, and this rank keeps its slice; ``state.train_d`` /
+    ``state.train_g`` are DDP wrappers that average the ranks' gradients. The D update's extra
+    forwards run under ``no_sync`` (one backward, one all-reduce). The G update calls D's plain
+    module with D's weights frozen (``requires_grad`` off): no D weight gradient is computed at
+    all, so there is nothing to all-reduce; ``no_sync`` alone would still compute D's gradients
+    and leave them to leak into the next D update.
     """
     G, D = state.generator, state.discriminator
+    D_train, G_train = state.train_d, state.train_g
     cfg, loss = spec.train, spec.loss
-    batch = cfg.batch_size
+    batch = cfg.batch_size  # the global batch
+    local = parallel.local
     acgan = spec.model.conditioning == "acgan"
+    wgan_gp = loss == "wgan-gp"
     threshold = losses.decision_threshold(loss)
     zero = torch.zeros((), device=noise.device)
     gp = aux = zero
 
     for _ in range(cfg.d_steps):
         real, real_y = data.sample(batch)
-        fake_y = noise.labels(batch)
+        real, real_y = local(real), local(real_y)
+        fake_y = local(noise.labels(batch))
         with torch.no_grad():
-            fake = G(noise.z(batch), fake_y)
-        real_logits, real_cls = D(real, real_y)
-        fake_logits, fake_cls = D(fake, fake_y)
+            fake = G(local(noise.z(batch)), fake_y)
+        with parallel.no_sync(D_train):
+            real_logits, real_cls = D_train(real, real_y)
+        with parallel.no_sync(D_train) if wgan_gp else contextlib.nullcontext():
+            fake_logits, fake_cls = D_train(fake, fake_y)
         loss_d = losses.d_loss(loss, real_logits, fake_logits, label_smoothing=cfg.label_smoothing)
-        if loss == "wgan-gp":
-            gp = losses.gradient_penalty(D, real, fake, real_y)
+        if wgan_gp:
+            # The mixing weights of the global batch from the global RNG (as one process draws them).
+            alpha = local(torch.rand((batch,) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype))
+            gp = losses.gradient_penalty(D_train, real, fake, real_y, alpha=alpha)
             loss_d = loss_d + cfg.gp_weight * gp
         if acgan:
             aux = losses.aux_class_loss(real_cls, real_y) + losses.aux_class_loss(fake_cls, fake_y)
@@ -197,8 +223,8 @@ def train_step(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec
     norm_d = grad_norm(D) if with_grad_norms else zero
     with frozen(D):
         for _ in range(cfg.g_steps):
-            fake_y = noise.labels(batch)
-            fake_logits_g, fake_cls_g = D(G(noise.z(batch), fake_y), fake_y)
+            fake_y = local(noise.labels(batch))
+            fake_logits_g, fake_cls_g = D(G_train(local(noise.z(batch)), fake_y), fake_y)
             loss_g = losses.g_loss(loss, fake_logits_g)
             if acgan:
                 loss_g = loss_g + cfg.aux_weight * losses.aux_class_loss(fake_cls_g, fake_y)
@@ -263,8 +289,12 @@ class Trainer:
         device: str | None = None,
         npz_file=None,
         dataset: Dataset | None = None,
+        parallel: Parallel = SINGLE,
     ):
+        """``parallel``: this process's rank in a data-parallel job (see gan_core.distributed);
+        every rank builds the same Trainer, rank 0 alone calls the callbacks."""
         self.spec = spec
+        self.parallel = parallel
         self.callbacks = callbacks or Callbacks()
         self.data_config = data_config or DataConfig.from_env()
         self.device = resolve_device(device or spec.device)
@@ -284,14 +314,25 @@ class Trainer:
             if spec.precision == "bf16" and self.device.type == "cuda"
             else contextlib.nullcontext()
         )
-        if spec.compile:
-            self._compile()
         self._evaluator = None
         self._rejector: tuple[int, Rejector] | None = None  # (step it was built at, rejector)
         # Multiplies the learning rates; a service halves it after rolling back a divergence.
         self.lr_scale = 1.0
         if resume_from is not None:
             self.load_checkpoint(resume_from)
+        if spec.memory_format == "channels_last":
+            for net in (self.state.generator, self.state.discriminator):
+                net.to(memory_format=torch.channels_last)
+            if hasattr(self.data, "images"):
+                self.data.images = self.data.images.contiguous(memory_format=torch.channels_last)
+        self.sync_batchnorm = self._sync_batchnorm()
+        if self.sync_batchnorm:
+            for net in (self.state.generator, self.state.discriminator):
+                distributed.convert_sync_batchnorm(net, self.device)
+        if spec.compile:
+            self._compile()
+        self.state.train_g = distributed.wrap(self.state.generator, parallel, self.device, self.sync_batchnorm)
+        self.state.train_d = distributed.wrap(self.state.discriminator, parallel, self.device, self.sync_batchnorm)
 
     # ---- setup ---------------------------------------------------------------------------
     def _fixed_noise(self) -> tuple[Tensor, Tensor | None, int]:
@@ -308,6 +349,14 @@ class Trainer:
             count, nrow, labels = spec.sample_count, max(1, round(math.sqrt(spec.sample_count))), None
         z = self.state.generator.sample_latent(count, gen).to(self.device)
         return z, (labels.to(self.device) if labels is not None else None), nrow
+
+    def _sync_batchnorm(self) -> bool:
+        """Whether batch norm takes its statistics over the global batch (several ranks only)."""
+        if not self.parallel.enabled:
+            return False
+        wanted = self.spec.train.sync_batchnorm
+        has_bn = any(distributed.has_batchnorm(net) for net in (self.state.generator, self.state.discriminator))
+        return has_bn and (wanted if wanted is not None else True)
 
     def _compile(self) -> None:
         if self.device.type != "cuda":
@@ -330,16 +379,18 @@ class Trainer:
         state.discriminator.train()
         if spec.train.lr_decay == "none":
             set_learning_rates(state, spec.train, state.step + 1, self.lr_scale)
+        par = self.parallel
         while state.step < total:
-            if cb.should_stop():
+            # Rank 0 decides (cancel, drain, runtime, lease); the others learn it here.
+            if par.decide_stop(cb.should_stop() if par.is_main else False):
                 stopped = True
                 break
             step = state.step + 1
             log_now = step % spec.log_every == 0 or step == total
             if spec.train.lr_decay != "none":
                 set_learning_rates(state, spec.train, step, self.lr_scale)
-            with self._autocast:
-                stats = train_step(state, self.data, self.noise, spec, with_grad_norms=log_now)
+            with self._autocast, distributed.sync_statistics(par):
+                stats = train_step(state, self.data, self.noise, spec, with_grad_norms=log_now, parallel=par)
             window.append(stats)
             state.step = step
             sample_now = step % spec.sample_every == 0 or step == total
@@ -347,6 +398,9 @@ class Trainer:
             eval_now = bool(spec.eval_every) and step % spec.eval_every == 0
             if log_now or sample_now or ckpt_now or eval_now:
                 metrics = self._flush(window, window_start, time.perf_counter() - t0)
+                if not par.is_main:  # rank 0 alone reports, samples, evaluates and checkpoints
+                    window, window_start, t0 = [], step, time.perf_counter()
+                    continue
                 if log_now:
                     cb.on_metrics(step, metrics)
                     last_metrics = metrics
@@ -361,7 +415,7 @@ class Trainer:
                 window, window_start, t0 = [], step, time.perf_counter()
         if window:  # stopped early: no loss of the partial window's finiteness check
             self._flush(window, window_start, time.perf_counter() - t0)
-        if not stopped and state.step >= spec.train.steps and spec.eval.at_end:
+        if not stopped and state.step >= spec.train.steps and spec.eval.at_end and par.is_main:
             with cb.long_operation("evaluation"):
                 evaluation = self.evaluate()
             cb.on_evaluation(state.step, evaluation)
@@ -369,7 +423,8 @@ class Trainer:
 
     def _flush(self, window: list[dict[str, Tensor]], window_start: int, seconds: float) -> dict[str, float]:
         """Read a window's statistics back (one sync), check them, average them."""
-        rows = torch.stack([torch.stack([s[k] for k in STEP_STATS]) for s in window]).float().cpu()
+        # The mean over the ranks: each rank's statistics are of its slice (one collective).
+        rows = self.parallel.mean(torch.stack([torch.stack([s[k] for k in STEP_STATS]) for s in window]).float()).cpu()
         finite = torch.isfinite(rows[:, :2]).all(dim=1)
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0, 0])
@@ -391,6 +446,7 @@ class Trainer:
         metrics["steps_per_s"] = steps_per_s
         # Real examples the discriminator consumed per second.
         metrics["images_per_s"] = steps_per_s * self.spec.train.batch_size * self.spec.train.d_steps
+        metrics["images_per_s_per_device"] = metrics["images_per_s"] / self.parallel.world_size
         metrics["lr_d"] = self.state.opt_d.param_groups[0]["lr"]
         metrics["lr_g"] = self.state.opt_g.param_groups[0]["lr"]
         return metrics
