@@ -145,6 +145,13 @@ def _job_view(conn: Connection, job_id: str) -> dict[str, Any]:
         if job is None:
             raise not_found("job")
         view = job_to_dict(job, list(conn.execute(_EVENTS, params)))
+    view["devices"] = (view.get("spec") or {}).get("resources", {}).get("devices", 1)
+    view["logs_url"] = url_for("jobs.job_logs", job_id=job_id)
+    view["waiting_reason"] = None
+    if view["status"] == "queued":  # a live worker may not exist for this job's size
+        live = max(30.0, 3.0 * services().settings.reconcile_seconds)
+        with Session(bind=conn) as session:
+            view["waiting_reason"] = lifecycle.waiting_reason(session, view["queue"], live)
     finished_views().put(job_id, None if who.is_admin else who.tenant, view)
     return view
 
@@ -443,6 +450,17 @@ def job_samples(job_id: str):
         _require_job(session, job_id)
         grids = _artifacts(session, job_id, "sample_grid")
     return jsonify({"items": [_download(a) for a in grids]})
+
+
+@bp.get("/<job_id>/logs")
+def job_logs(job_id: str):
+    """The training logs of the job's multi-device attempts, one per attempt (``step``: the
+    attempt), each line tagged with its rank; each with a URL valid for ``presign_ttl_seconds``."""
+    check_id(job_id, "job")
+    with services().db.read() as session:
+        _require_job(session, job_id)
+        logs = _artifacts(session, job_id, "log")
+    return jsonify({"items": [_download(a) for a in logs]})
 
 
 @bp.get("/<job_id>/checkpoints")

@@ -130,6 +130,11 @@ def build_spec() -> dict[str, Any]:
                       {"200": {"description": "checkpoints by step", "content": _json(ref(s.CheckpointList))}},
                       (*auth_errs, 404, 503), params=job, op_id="jobCheckpoints"),
         },
+        "/v1/jobs/{job_id}/logs": {
+            "get": op("Training logs of the job's multi-device attempts, one per attempt, with presigned URLs",
+                      {"200": {"description": "logs by attempt (step)", "content": _json(ref(s.ArtifactList))}},
+                      (*auth_errs, 404, 503), params=job, op_id="jobLogs"),
+        },
         "/v1/jobs/{job_id}/generate": {
             "post": op("Generate samples from a checkpoint",
                        {"200": {"description": "a PNG grid or a .npy float32 array",

@@ -194,6 +194,10 @@ class JobOut(JobSummary):
     divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
+    devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")
+    waiting_reason: str | None = Field(
+        None, description="a queued job that no live worker can take (none serves its queue: its size or kind): why")
+    logs_url: str = Field(description="the training logs of its multi-device attempts (GET), lines tagged with the rank")
 
 
 class Preset(_Out):

@@ -110,14 +110,39 @@ def _check_embedded_host(settings, host: str) -> None:
                        "(PostgreSQL, Redis, S3, API keys) to serve other machines", 2)
 
 
+def _worker_devices(requested: int | None) -> tuple[int, bool]:
+    """(devices, gpus): --devices, else every visible GPU, else 1 (a CPU worker)."""
+    import torch
+
+    gpus = torch.cuda.is_available()
+    if requested is not None:
+        if requested < 1:
+            raise CLIError("--devices must be at least 1", 2)
+        if gpus and requested > torch.cuda.device_count():
+            raise CLIError(f"--devices {requested}: only {torch.cuda.device_count()} GPU(s) are visible", 2)
+        return requested, gpus
+    return (torch.cuda.device_count() if gpus else 1), gpus
+
+
+def _worker_queues(args: argparse.Namespace) -> tuple[int, str]:
+    from jobs.lifecycle import queues_served
+
+    devices, gpus = _worker_devices(args.devices)
+    return devices, args.queues or ",".join(queues_served(devices, gpus))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.logs import configure_logging
     from worker.celery_app import make_celery
 
+    devices, queues = _worker_queues(args)
+    # What this worker can run, for the task and for its announcements (waiting reasons).
+    os.environ["GANFORGE_WORKER_DEVICES"] = str(devices)
+    os.environ["GANFORGE_WORKER_QUEUES"] = queues
     settings = _settings()
     configure_logging(settings.log_json)
     app = make_celery(settings.broker_url)
-    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={args.queues}", "--loglevel=INFO",
+    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
@@ -181,10 +206,12 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     return argv + (["--reuse-port"] if reuse_port else []) + ["api:create_app()"]
 
 
-def _spawn_worker(env: dict[str, str], queues: str, log_path: Path) -> subprocess.Popen:
+def _spawn_worker(env: dict[str, str], queues: str | None, devices: int | None, log_path: Path) -> subprocess.Popen:
     handle = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", "--queues", queues],
-                            env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    argv = [sys.executable, "-m", "ganforge.cli", "worker"]
+    argv += ["--queues", queues] if queues else []
+    argv += ["--devices", str(devices)] if devices is not None else []
+    return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -205,7 +232,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    worker = _spawn_worker(dict(os.environ), args.queues, settings.data_dir / "worker.log")
+    worker = _spawn_worker(dict(os.environ), args.queues, args.devices, settings.data_dir / "worker.log")
     server = _serve_embedded(args.host, args.port)
     url = f"http://{args.host}:{server.server_port}"
     print(f"ganforge is up at {url} (data in {settings.data_dir}; worker log {settings.data_dir / 'worker.log'})", flush=True)
@@ -398,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--data-dir", help="where the database, broker and artifacts live (default ~/.ganforge)")
-    p.add_argument("--queues", default="cpu,gpu")
+    p.add_argument("--devices", type=int, help="devices the embedded worker trains on: jobs of up to N devices "
+                   "(default: every visible GPU, or 1 on the CPU; N CPU processes with gloo when there is no GPU)")
+    p.add_argument("--queues", help="queues the worker serves (default: from --devices, e.g. cpu,cpu-x2)")
     p.add_argument("--submit", metavar="SPEC", help="submit this spec once up, and follow it with a progress bar")
     p.add_argument("--exit-when-done", action="store_true", help="with --submit: stop the service when the job ends")
     p.add_argument("--fetch-to", metavar="DIR", help="with --submit: download the sample grids and final generator here")
@@ -411,8 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
     p.set_defaults(func=cmd_api)
 
-    p = sub.add_parser("worker", help="run a Celery worker (one per GPU: set CUDA_VISIBLE_DEVICES)")
-    p.add_argument("--queues", default="cpu,gpu")
+    p = sub.add_parser("worker", help="run a Celery worker: one per host, training jobs of up to --devices devices")
+    p.add_argument("--devices", type=int, help="devices this worker trains on (default: every visible GPU, or 1 on "
+                   "the CPU); it takes jobs of 1..N devices, starting N-device jobs through torch's launcher")
+    p.add_argument("--queues", help="override the queues served (default: from --devices: gpu,gpu-x2,...,cpu "
+                   "or cpu,cpu-x2,...)")
     p.add_argument("--hostname")
     p.set_defaults(func=cmd_worker)
 

@@ -9,20 +9,21 @@ worker makes carries its token and is refused once the token is stale.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gan_core.spec import JobSpec
 from jobs.db import Database
-from jobs.models import TERMINAL, Artifact, Job, JobEvent, Metric, utcnow
+from jobs.models import TERMINAL, Artifact, Job, JobEvent, Metric, Worker, utcnow
 
 ALLOWED: dict[str, set[str]] = {
     "queued": {"running", "cancelled", "failed"},
@@ -60,8 +61,36 @@ class Claim:
     worker_id: str
 
 
+def load_spec(doc: dict[str, Any], settings) -> JobSpec:
+    """A stored job's spec, validated with the deployment's limits exactly as the API validated it
+    at submission (raising pydantic's ValidationError if the limits changed since)."""
+    return JobSpec.model_validate(doc, context=settings.spec_limits)
+
+
 def queue_for(spec: JobSpec, auto_queue: str = "cpu") -> str:
-    return {"cuda": "gpu", "cpu": "cpu"}.get(spec.device, auto_queue)
+    """The queue of a job by kind and size: ``cpu``, ``gpu``, and ``gpu-x2``, ``gpu-x4``, ...
+    (``cpu-x2``, ...) for jobs on several devices, so a big job never waits behind a worker that
+    cannot run it."""
+    kind = {"cuda": "gpu", "cpu": "cpu"}.get(spec.device, auto_queue)
+    return queue_name(kind, spec.resources.devices)
+
+
+def queue_name(kind: str, devices: int) -> str:
+    return kind if devices == 1 else f"{kind}-x{devices}"
+
+
+def parse_queue(name: str) -> tuple[str, int]:
+    """(kind, devices) of a queue name: ``gpu-x4`` -> ("gpu", 4)."""
+    kind, _, size = name.partition("-x")
+    return kind, int(size) if size.isdigit() else 1
+
+
+def queues_served(devices: int, gpus: bool) -> list[str]:
+    """The queues of a worker with ``devices`` devices: every job size up to its own (a 4-GPU host
+    also runs 1- and 2-GPU jobs, one at a time); a GPU host also takes one-process CPU jobs."""
+    kind = "gpu" if gpus else "cpu"
+    served = [queue_name(kind, n) for n in range(1, devices + 1)]
+    return served + (["cpu"] if gpus else [])
 
 
 def _event(session: Session, job: Job | str, from_status: str | None, to_status: str, message: str, attempt: int = 0) -> None:
@@ -175,13 +204,15 @@ def claim(db: Database, job_id: str, worker_id: str, lease_seconds: int) -> Clai
         return Claim(job_id, token, job.attempt, worker_id)
 
 
-def _expire(session: Session, job: Job) -> str | None:
+def _expire(session: Session, job: Job, reason: str | None = None, expired_only: bool = True) -> str | None:
     """Hand back a running job whose lease expired: queued again with this attempt's reason
     recorded, or — after ``max_attempts`` lost attempts — failed with every attempt's reason
     (cancelled if cancellation was asked for). Returns the new status, None if another process
-    got there first (the UPDATE is conditional on the lease the caller saw)."""
-    reason = (f"attempt {job.attempt}: worker {job.worker_id} stopped renewing its lease "
-              "(killed, out of memory or cut off from the database)")
+    got there first (the UPDATE is conditional on the lease the caller saw).
+
+    ``expired_only=False`` ends the attempt now, lease or not (its holder knows it is lost)."""
+    reason = reason or (f"attempt {job.attempt}: worker {job.worker_id} stopped renewing its lease "
+                        "(killed, out of memory or cut off from the database)")
     errors = list(job.attempt_errors or []) + [reason]
     if job.cancel_requested:
         status, error = "cancelled", None
@@ -196,10 +227,12 @@ def _expire(session: Session, job: Job) -> str | None:
         values["enqueued_at"] = now
     else:
         values.update(error=error, finished_at=now)
+    conditions = [Job.id == job.id, Job.status == "running", Job.lease_token == job.lease_token]
+    if expired_only:
+        conditions.append(Job.lease_expires_at < now)
     result = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status == "running", Job.lease_token == job.lease_token,
-               Job.lease_expires_at < now)
+        .where(*conditions)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -207,6 +240,66 @@ def _expire(session: Session, job: Job) -> str | None:
         return None
     _event(session, job.id, "running", status, error or reason, job.attempt)
     return status
+
+
+def abandon(db: Database, job_id: str, token: str, reason: str) -> str | None:
+    """End a running attempt that its worker knows is lost (a training process died) at once, as a
+    lost attempt: queued again (resuming from its latest checkpoint), or failed after
+    ``max_attempts``. Returns the new status; None if the token no longer holds the job (rank 0
+    ended it first, or the lease already moved on)."""
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != "running" or job.lease_token != token:
+            return None
+        return _expire(session, job, reason, expired_only=False)
+
+
+def record_attempt_log(db: Database, job_id: str, attempt: int, key: str, data: bytes) -> None:
+    """Register an attempt's log (kind ``log``, step = the attempt), whatever the job's state: the
+    log is written after the attempt ended."""
+    with db.session() as session:
+        existing = session.execute(
+            select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "log", Artifact.step == attempt)
+        ).scalar_one_or_none()
+        artifact = existing or Artifact(job_id=job_id, kind="log", step=attempt)
+        artifact.key, artifact.bytes, artifact.content_type = key, len(data), "text/plain; charset=utf-8"
+        artifact.sha256 = hashlib.sha256(data).hexdigest()
+        artifact.created_at = utcnow()
+        session.add(artifact)
+
+
+def announce_worker(db: Database, worker_id: str, queues: list[str], devices: int) -> None:
+    """A worker says it is alive and which queues it serves (at start and on every reconciler
+    pass); workers not heard from for a day are forgotten."""
+    now = utcnow()
+    with db.session() as session:
+        row = session.get(Worker, worker_id) or Worker(id=worker_id, started_at=now)
+        row.queues, row.devices, row.last_seen = list(queues), devices, now
+        session.add(row)
+        session.execute(delete(Worker).where(Worker.last_seen < now - timedelta(days=1)))
+
+
+def forget_worker(db: Database, worker_id: str) -> None:
+    with db.session() as session:
+        session.execute(delete(Worker).where(Worker.id == worker_id))
+
+
+def waiting_reason(session: Session, queue: str, live_seconds: float) -> str | None:
+    """Why a queued job on ``queue`` cannot start: no live worker serves that queue (None when one
+    does: the job waits for its turn). Live: heard from within ``live_seconds``."""
+    cutoff = utcnow() - timedelta(seconds=live_seconds)
+    workers = session.execute(select(Worker.queues, Worker.devices).where(Worker.last_seen >= cutoff)).all()
+    if any(queue in (queues or []) for queues, _ in workers):
+        return None
+    kind, devices = parse_queue(queue)
+    what = f"{devices} {'GPU' if kind == 'gpu' else 'CPU'} device{'s' if devices > 1 else ''}"
+    if not workers:
+        return f"no worker is running; this job needs a worker with {what} (queue '{queue}')"
+    sizes = sorted({(parse_queue(q)[0], parse_queue(q)[1]) for queues, _ in workers for q in queues or []})
+    largest = max((n for k, n in sizes if k == kind), default=0)
+    have = (f"the largest running {kind.upper()} worker has {largest}" if largest
+            else f"no running worker has {'a GPU' if kind == 'gpu' else 'CPU queues'}")
+    return f"no running worker can take this job: it needs {what} (queue '{queue}'), and {have}"
 
 
 def expire_leases(db: Database, limit: int = 100) -> list[tuple[str, str]]:

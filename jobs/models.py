@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
-ARTIFACT_KINDS = ("sample_grid", "checkpoint", "final_model", "loss_plot", "evaluation")
+ARTIFACT_KINDS = ("sample_grid", "checkpoint", "final_model", "loss_plot", "evaluation", "log")
 
 
 def utcnow() -> datetime:
@@ -165,3 +165,16 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),)
+
+
+class Worker(Base):
+    """A worker process that serves some queues (``host:pid``), as last announced: the API tells a
+    queued job that no live worker can take apart from one that waits for its turn."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(JSON)
+    devices: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -73,6 +73,9 @@ class Settings:
     max_batch_size: int = 4096
     max_eval_samples: int = 50_000
     max_generate_samples: int = 1024
+    max_devices: int = 8  # GANFORGE_MAX_DEVICES: resources.devices of one job
+    worker_devices: int = 0  # GANFORGE_WORKER_DEVICES: devices this worker trains on (0: all visible GPUs, or 1)
+    worker_queues: tuple[str, ...] = ()  # GANFORGE_WORKER_QUEUES: the queues this worker serves (set by ganforge worker)
     lease_seconds: int = 60
     stop_grace_seconds: int = 60  # SIGTERM: time to checkpoint, release and requeue the running job
     reconcile_seconds: int = 10  # how often each worker's reconciler looks for lost jobs
@@ -96,7 +99,8 @@ class Settings:
     # ---- derived --------------------------------------------------------------------------
     @property
     def spec_limits(self) -> dict[str, int]:
-        return {"max_steps": self.max_steps, "max_batch_size": self.max_batch_size, "max_eval_samples": self.max_eval_samples}
+        return {"max_steps": self.max_steps, "max_batch_size": self.max_batch_size,
+                "max_eval_samples": self.max_eval_samples, "max_devices": self.max_devices}
 
     @property
     def is_embedded(self) -> bool:
@@ -180,6 +184,9 @@ class Settings:
             max_batch_size=_int(env, "GANFORGE_MAX_BATCH_SIZE", 4096),
             max_eval_samples=_int(env, "GANFORGE_MAX_EVAL_SAMPLES", 50_000),
             max_generate_samples=_int(env, "GANFORGE_MAX_GENERATE_SAMPLES", 1024),
+            max_devices=_int(env, "GANFORGE_MAX_DEVICES", 8),
+            worker_devices=_int(env, "GANFORGE_WORKER_DEVICES", 0),
+            worker_queues=_list(env, "GANFORGE_WORKER_QUEUES"),
             lease_seconds=_int(env, "GANFORGE_LEASE_SECONDS", 60),
             stop_grace_seconds=_int(env, "GANFORGE_STOP_GRACE_SECONDS", 60),
             reconcile_seconds=_int(env, "GANFORGE_RECONCILE_SECONDS", 10),

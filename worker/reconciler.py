@@ -64,13 +64,17 @@ def reconcile_once(services: Services, host: str | None = None) -> dict[str, int
     return {"dead_local_workers": dead, "expired_leases": len(requeued), "resent": resent}
 
 
-def start(services: Services, interval_seconds: float, stop: threading.Event | None = None) -> threading.Thread:
-    """Run ``reconcile_once`` now and every ``interval_seconds`` on a daemon thread."""
+def start(services: Services, interval_seconds: float, stop: threading.Event | None = None,
+          on_pass=None) -> threading.Thread:
+    """Run ``reconcile_once`` (and ``on_pass()``, e.g. the worker's announcement) now and every
+    ``interval_seconds`` on a daemon thread."""
     stop = stop or threading.Event()
 
     def loop() -> None:
         while True:
             try:
+                if on_pass is not None:
+                    on_pass()
                 reconcile_once(services)
             except Exception:  # the database or broker is away: next pass
                 log.exception("reconciler pass failed")

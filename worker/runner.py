@@ -11,13 +11,15 @@ import threading
 import time
 from typing import Any, Iterator
 
+from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gan_core import checkpoint as ckpt
-from gan_core import images
+from gan_core import distributed, images
 from gan_core.data import DataConfig, DataError
+from gan_core.distributed import SINGLE, Parallel
 from gan_core.evaluation import quality_score
-from gan_core.spec import JobSpec
+from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import datasets, lifecycle
 from jobs.lifecycle import Claim, LeaseLost
@@ -203,7 +205,12 @@ def loss_plot(services: Services, job_id: str, title: str) -> bytes:
 
 def run_job(services: Services, job_id: str, worker_id: str | None = None,
             drain: threading.Event | None = None) -> str:
-    """Run one attempt; returns what happened (for logs and tests)."""
+    """Run one attempt; returns what happened (for logs and tests).
+
+    A job on one device trains in this process. A job on N devices is claimed here, then trained
+    by N processes that torch's launcher starts (worker.launched); rank 0 of those reports
+    through jobs/ exactly as this process would.
+    """
     settings = services.settings
     worker_id = worker_id or settings.worker_id or default_worker_id()
     drain = drain or DRAIN
@@ -213,9 +220,28 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         log.info("job %s is not free (finished, cancelled or held by a live lease): nothing to do", job_id)
         return "skipped"
     log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
+    try:
+        with services.db.session() as session:
+            spec = lifecycle.load_spec(lifecycle.get(session, job_id).spec, settings)
+    except ValidationError as exc:  # the deployment's limits changed since the job was accepted
+        problems = "; ".join(f"{d['field']}: {d['problem']}" for d in error_details(exc))
+        return _fail(services, claim, f"the job's spec is no longer valid here: {problems}")
+    if spec.resources.devices > 1:
+        from worker.launched import run_launched
+
+        return run_launched(services, claim, spec, drain)
+    return run_claimed(services, claim, drain, spec=spec)
+
+
+def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SINGLE,
+                spec: JobSpec | None = None) -> str:
+    """Train a claimed job to its end (or stop) in this process: the whole job, or rank 0 of a
+    data-parallel one. The other ranks run ``follow_claimed``: every value they need from the
+    control plane comes from ``parallel.share`` calls made here in the same order."""
+    settings, job_id = services.settings, claim.job_id
     with services.db.session() as session:
         job = lifecycle.get(session, job_id)
-        spec = JobSpec.model_validate(job.spec)
+        spec = spec or lifecycle.load_spec(job.spec, settings)
         runtime_before, divergences = job.runtime_seconds, job.divergences
 
     def retention(item) -> None:  # a new checkpoint or a new evaluation score may free older checkpoints
@@ -225,31 +251,39 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
     uploader = Uploader(services, claim, settings.data_dir / "spool", after_upload=retention)
     reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
     try:
-        spec = datasets.localise(spec, settings, job_id)  # user data: allowed sources, size-capped
+        # user data: allowed sources, size-capped (the other ranks read the same local copy)
+        spec = parallel.share(lambda: datasets.localise(spec, settings, job_id))
         trainer = None
         while True:
-            with reporter.long_operation("fetch checkpoint"):
-                resume = latest_checkpoint(services, job_id, settings.upload_patience_seconds)
-            trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=reporter, resume_from=resume,
-                              dataset=trainer.data if trainer is not None else None)
-            trainer.lr_scale = 0.5 ** divergences
-            if resume is not None:
+            def resume_point() -> tuple[bytes | None, float]:
+                with reporter.long_operation("fetch checkpoint"):
+                    found = latest_checkpoint(services, job_id, settings.upload_patience_seconds)
+                return distributed.checkpoint_bytes(found), 0.5 ** divergences
+
+            resume_bytes, lr_scale = parallel.share(resume_point)
+            trainer = _trainer(spec, reporter, resume_bytes, lr_scale, trainer, parallel)
+            if resume_bytes is not None:
                 log.info("job %s resumes from step %d", job_id, trainer.state.step)
             try:
                 reporter.start_clock()
                 result = trainer.run()
                 break
-            except NonFiniteLossError as exc:
-                if divergences >= 1:
+            except NonFiniteLossError as exc:  # every rank sees it at the same step (global statistics)
+                def rollback() -> int:
+                    if divergences >= 1:
+                        return -1
+                    with reporter.long_operation("drain"):
+                        uploader.drain(settings.upload_patience_seconds)  # the last good checkpoint is in the store
+                    back_to = _latest_checkpoint_step(services, job_id)
+                    log.warning("job %s diverged at step %d; rolling back to step %d with halved learning rates",
+                                job_id, exc.step, back_to)
+                    return lifecycle.record_divergence(
+                        services.db, job_id, claim.token,
+                        f"non-finite loss at step {exc.step}: rolled back to step {back_to}, learning rates halved")
+
+                divergences = parallel.share(rollback)
+                if divergences < 0:
                     return _fail(services, claim, f"diverged at step {exc.step}")
-                with reporter.long_operation("drain"):
-                    uploader.drain(settings.upload_patience_seconds)  # the last good checkpoint is in the store
-                back_to = _latest_checkpoint_step(services, job_id)
-                divergences = lifecycle.record_divergence(
-                    services.db, job_id, claim.token,
-                    f"non-finite loss at step {exc.step}: rolled back to step {back_to}, learning rates halved")
-                log.warning("job %s diverged at step %d; rolling back to step %d with halved learning rates",
-                            job_id, exc.step, back_to)
         if result.stopped:
             return _stopped(services, claim, spec, trainer, reporter, uploader, result.step)
         _upload_final(services, job_id, spec, trainer, reporter, result.step)
@@ -267,11 +301,48 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
     except (DataError, ckpt.CheckpointError, ValueError) as exc:
         return _fail(services, claim, str(exc))
     except Exception as exc:  # a bug or an outage: record a readable reason, keep the traceback in the log
+        if parallel.enabled:
+            # Most likely another rank died and a collective broke: the claiming task ends the
+            # attempt as a lost one, naming the rank that failed first (the launcher knows it).
+            log.exception("job %s: rank 0 stops on %s", job_id, type(exc).__name__)
+            raise
         log.exception("job %s failed", job_id)
         return _fail(services, claim, f"internal error: {type(exc).__name__}: {exc}")
     finally:
         uploader.close()
         datasets.discard(job_id)
+
+
+def follow_claimed(parallel: Parallel) -> str:
+    """A rank other than 0 of a data-parallel job: trains its slice, talks to nobody but the
+    other ranks; the spec, the checkpoint to resume from and every decision come from rank 0."""
+    try:
+        spec = parallel.share(None)
+        trainer = None
+        while True:
+            resume_bytes, lr_scale = parallel.share(None)
+            trainer = _trainer(spec, Callbacks(), resume_bytes, lr_scale, trainer, parallel)
+            try:
+                result = trainer.run()
+                return "stopped" if result.stopped else "trained"
+            except NonFiniteLossError:
+                if parallel.share(None) < 0:
+                    return "diverged"
+    except distributed.RankZeroError as exc:  # rank 0 failed the job and recorded why
+        log.info("rank %d: rank 0 ended the job (%s)", parallel.rank, exc)
+        return "rank0_failed"
+
+
+def _trainer(spec: JobSpec, callbacks: Callbacks, resume_bytes: bytes | None, lr_scale: float,
+             previous: Trainer | None, parallel: Parallel) -> Trainer:
+    resume = ckpt.load(resume_bytes, expect=ckpt.TRAINING_FORMAT) if resume_bytes is not None else None
+    device = None
+    if parallel.enabled:
+        device = str(distributed.device_for(spec.device, parallel.local_rank))
+    trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=callbacks, resume_from=resume,
+                      dataset=previous.data if previous is not None else None, device=device, parallel=parallel)
+    trainer.lr_scale = lr_scale
+    return trainer
 
 
 def _latest_checkpoint_step(services: Services, job_id: str) -> int:

@@ -41,9 +41,19 @@ def run_job(job_id: str) -> str:
 
 @worker_ready.connect
 def _start_reconciler(**_kwargs) -> None:
+    from jobs import lifecycle
     from worker import reconciler
+    from worker.runner import default_worker_id
 
-    reconciler.start(services(), services().settings.reconcile_seconds)
+    svc = services()
+    settings = svc.settings
+    worker_id = settings.worker_id or default_worker_id()
+
+    def announce() -> None:  # which job sizes this worker takes: the API's waiting reasons read it
+        if settings.worker_queues:
+            lifecycle.announce_worker(svc.db, worker_id, list(settings.worker_queues), max(1, settings.worker_devices))
+
+    reconciler.start(svc, settings.reconcile_seconds, on_pass=announce)
 
 
 @worker_shutting_down.connect
@@ -53,11 +63,26 @@ def _drain(sig=None, how=None, **_kwargs) -> None:
     grace = services().settings.stop_grace_seconds
     log.warning("%s (%s shutdown): draining the running job, at most %d s", sig, how, grace)
     DRAIN.set()
+    _forget_me()
 
     def deadline() -> None:
+        from worker.launched import kill_active
+
         log.error("the running job did not drain within %d s; exiting (its lease will expire)", grace)
+        kill_active()  # no training process outlives its worker
         os._exit(1)
 
     timer = threading.Timer(grace, deadline)
     timer.daemon = True
     timer.start()
+
+
+def _forget_me() -> None:
+    """A stopping worker takes no new job: the API stops counting it for waiting reasons."""
+    from jobs import lifecycle
+    from worker.runner import default_worker_id
+
+    try:
+        lifecycle.forget_worker(services().db, services().settings.worker_id or default_worker_id())
+    except Exception as exc:  # the database may be away; the row ages out
+        log.warning("could not remove this worker's announcement: %s", exc)

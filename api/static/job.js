@@ -11,7 +11,8 @@
   // Server-side downsampling: a chart a few hundred pixels wide needs no more points than this,
   // and a 12 000-step job then costs the same to draw as a 600-step one.
   const MAX_POINTS = 600;
-  const METRICS = ["loss_d", "loss_g", "d_real", "d_fake", "acc_real", "acc_fake", "acc_d", "images_per_s"];
+  const METRICS = ["loss_d", "loss_g", "d_real", "d_fake", "acc_real", "acc_fake", "acc_d", "images_per_s",
+                   "images_per_s_per_device"];
   const $ = (id) => document.getElementById(id);
   const COMPACT = new Intl.NumberFormat("en", { notation: "compact", maximumSignificantDigits: 3 });
 
@@ -38,6 +39,10 @@
     $("job-progress-text").textContent = `step ${data.progress.step} of ${data.progress.total} (${pct} %)`;
     $("job-attempts").textContent = `${data.attempts}/${data.max_attempts}`;
     $("job-queue").textContent = data.queue;
+    $("job-devices").textContent = data.devices || 1;
+    const waiting = $("job-waiting");
+    waiting.hidden = !data.waiting_reason;
+    waiting.textContent = data.waiting_reason ? "Waiting: " + data.waiting_reason : "";
     const failure = $("job-failure");
     failure.hidden = !data.error;
     failure.textContent = data.error ? "Error: " + data.error : "";
@@ -98,7 +103,7 @@
     "chart-dprob": { series: [["d_real", "#2ca02c", "D(x)"], ["d_fake", "#d62728", "D(G(z))"]], range: [0, 1] },
     "chart-acc": { series: [["acc_real", "#2ca02c", "acc real"], ["acc_fake", "#d62728", "acc fake"], ["acc_d", "#9467bd", "acc mean"]],
                    half: true, range: [0, 1] },
-    "chart-speed": { series: [["images_per_s", "#8c564b", "images/s"]] },
+    "chart-speed": { series: [["images_per_s", "#8c564b", "images/s"], ["images_per_s_per_device", "#7f7f7f", "per device"]] },
   };
 
   // uPlot wants one x array shared by all series: merge the steps, null where a series has none.

@@ -333,3 +333,27 @@ def test_the_reconciler_leaves_waiting_jobs_alone_while_the_broker_holds_their_m
         session.execute(update(Job).values(enqueued_at=utcnow() - timedelta(seconds=60)))
     assert reconciler.reconcile_once(services)["resent"] == 0
     assert len(services.queue.sent) == 3
+
+
+def test_the_worker_validates_a_spec_with_the_deployments_limits(services):
+    """A job the API accepted under raised limits (GANFORGE_MAX_STEPS above the spec's built-in
+    bound) trains on the worker, which validates with the same settings."""
+    raised = services.settings.with_(max_steps=5_000_000)
+    svc = Services(raised, services.db, services.storage, services.queue)
+    doc = ring_spec().model_dump(mode="json")
+    doc["train"]["steps"] = 2_000_000
+    doc.update(max_runtime_seconds=1.0, on_max_runtime="keep")
+    spec = lifecycle.load_spec(doc, raised)
+    job_id = submit(svc, spec)
+    assert run_job(svc, job_id, "w1") == "succeeded"
+    with svc.db.read() as session:
+        last = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()[-1]
+    assert "stopped at max_runtime_seconds" in last
+
+
+def test_a_stored_spec_the_current_limits_refuse_fails_the_job_with_the_field(services):
+    doc = ring_spec().model_dump(mode="json")
+    doc["train"]["steps"] = 2_000_000
+    job_id = submit(services, lifecycle.load_spec(doc, services.settings.with_(max_steps=5_000_000)))
+    assert run_job(services, job_id, "w1") == "failed"  # the limit is back at its default here
+    assert "train.steps" in job(services, job_id).error and "no longer valid" in job(services, job_id).error

@@ -97,6 +97,11 @@ def test_batch_limit_comes_from_context():
         (with_(with_(CLASSIC, "model.pack", 2), "model.conditioning", "acgan"), "model.pack", "conditioning"),
         (with_(with_(CLASSIC, "loss", "hinge"), "train.label_smoothing", 0.1), "train.label_smoothing", "no real target"),
         (with_(CLASSIC, "precision", "bf16") | {"device": "cpu"}, "precision", "CUDA"),
+        (with_(CLASSIC, "resources", {"devices": 3}), "train.batch_size", "split evenly over resources.devices (3)"),
+        (with_(with_(with_(CLASSIC, "model.pack", 4), "train.batch_size", 20), "resources", {"devices": 2}),
+         "train.batch_size", "model.pack x resources.devices (4 x 2)"),
+        (with_(CLASSIC, "resources", {"devices": 0}), "resources.devices", "greater than or equal to 1"),
+        (with_(CLASSIC, "memory_format", "channels_last"), "memory_format", "dcgan"),
     ],
 )
 def test_cross_field_errors_name_the_field_and_say_why(doc, field, words):
@@ -115,3 +120,13 @@ def test_json_schema_exports_the_spec():
 def test_load_spec_reports_bad_json():
     with pytest.raises(ValueError, match="not valid JSON"):
         load_spec("{nope")
+
+
+def test_devices_are_limited_by_the_deployment():
+    doc = with_(CLASSIC, "resources", {"devices": 16})
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate(doc)
+    assert "at most 8 devices" in str(info.value)  # the default limit
+    assert JobSpec.model_validate(doc, context={"max_devices": 16}).resources.devices == 16
+    with pytest.raises(ValidationError):
+        JobSpec.model_validate(with_(CLASSIC, "resources", {"devices": 2}), context={"max_devices": 1})
