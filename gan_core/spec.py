@@ -53,6 +53,18 @@ def _limit(info: ValidationInfo, key: str) -> int:
     return int(context.get(key, DEFAULT_LIMITS[key]))
 
 
+def _within(field: str, limit_key: str, what: str):
+    """A validator of ``field``: at most the deployment's ``limit_key`` (validation context)."""
+
+    def check(cls, value: int, info: ValidationInfo) -> int:
+        limit = _limit(info, limit_key)
+        if value > limit:
+            raise ValueError(f"at most {limit} {what} are allowed here")
+        return value
+
+    return field_validator(field)(classmethod(check))
+
+
 class _Strict(BaseModel):
     # Unknown fields are an error: a typo must never be silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -157,21 +169,9 @@ class TrainSpec(_Strict):
         "train like one; default: on when resources.devices > 1 and the model has batch norm",
     )
 
-    @field_validator("steps")
-    @classmethod
-    def _steps_limit(cls, steps: int, info: ValidationInfo) -> int:
-        limit = _limit(info, "max_steps")
-        if steps > limit:
-            raise ValueError(f"at most {limit} steps are allowed here")
-        return steps
+    _steps_limit = _within("steps", "max_steps", "steps")
 
-    @field_validator("batch_size")
-    @classmethod
-    def _batch_limit(cls, batch: int, info: ValidationInfo) -> int:
-        limit = _limit(info, "max_batch_size")
-        if batch > limit:
-            raise ValueError(f"at most {limit} examples per batch are allowed here")
-        return batch
+    _batch_limit = _within("batch_size", "max_batch_size", "examples per batch")
 
 
 class EvalSpec(_Strict):
@@ -180,13 +180,7 @@ class EvalSpec(_Strict):
         0, ge=0, description="samples to evaluate (0 = 2500 for the 2-D mixtures, 5000 for images)"
     )
 
-    @field_validator("n_samples")
-    @classmethod
-    def _eval_limit(cls, n: int, info: ValidationInfo) -> int:
-        limit = _limit(info, "max_eval_samples")
-        if n > limit:
-            raise ValueError(f"at most {limit} evaluation samples are allowed here")
-        return n
+    _eval_limit = _within("n_samples", "max_eval_samples", "evaluation samples")
 
 
 class SamplingSpec(_Strict):
@@ -209,13 +203,7 @@ class ResourcesSpec(_Strict):
         "train.batch_size is the global batch, split evenly over them",
     )
 
-    @field_validator("devices")
-    @classmethod
-    def _devices_limit(cls, devices: int, info: ValidationInfo) -> int:
-        limit = _limit(info, "max_devices")
-        if devices > limit:
-            raise ValueError(f"at most {limit} devices per job are allowed here")
-        return devices
+    _devices_limit = _within("devices", "max_devices", "devices per job")
 
 
 class JobSpec(_Strict):

@@ -78,6 +78,10 @@ class Client:
             query["since_step"] = since_step
         return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/metrics?" + urllib.parse.urlencode(query))
 
+    def logs(self, job_id: str) -> dict[str, Any]:
+        """The job's multi-device attempt logs, each with a download URL."""
+        return self._request("GET", f"/v1/jobs/{job_id}/logs")
+
     def samples(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{urllib.parse.quote(job_id)}/samples")
 

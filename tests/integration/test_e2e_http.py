@@ -143,3 +143,36 @@ def _processes_with_env(entry: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_embedded_mode_trains_a_two_device_job(tmp_path):
+    """`ganforge up --devices 2` on a CPU: a 2-device job trains as two gloo ranks started by torch's
+    launcher, its attempt log is listed; a 4-device job waits, saying why."""
+    port = free_port()
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("GANFORGE_", "AWS_"))}
+    env["GANFORGE_DATA_DIR"] = str(ROOT.parent / "shared" / "datasets")
+    env["OMP_NUM_THREADS"] = "1"
+    log = tmp_path / "up.log"
+    up = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "up", "--port", str(port), "--data-dir",
+                           str(tmp_path / "home"), "--devices", "2"],
+                          env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+        wait_http(client, up, log)
+        job = client.submit({**RING, "resources": {"devices": 2}})
+        assert job["queue"] == "cpu-x2" and job["devices"] == 2
+        check_finished_job(client, job["id"])
+        deadline = time.monotonic() + 60
+        while not client.logs(job["id"])["items"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (entry,) = client.logs(job["id"])["items"]
+        text = client._request("GET", entry["url"].removeprefix(client.url), raw=True).decode()
+        assert "[default1]" in text
+        big = client.submit({**RING, "resources": {"devices": 4}})
+        deadline = time.monotonic() + 60
+        while not client.job(big["id"])["waiting_reason"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "needs 4 CPU devices" in client.job(big["id"])["waiting_reason"]
+    finally:
+        up.terminate()
+        up.wait(40)

@@ -17,8 +17,7 @@ from gan_core.launch import descendants
 from gan_core.spec import JobSpec
 from jobs import lifecycle
 from jobs.models import Artifact, Job, Metric
-from jobs.services import Services
-from jobs.settings import Settings
+from tests.integration.test_worker import services  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +30,6 @@ def ring_spec(steps=200, devices=2, **extra) -> JobSpec:
            "resources": {"devices": devices}}
     doc.update(extra)
     return JobSpec.model_validate(doc)
-
-
-@pytest.fixture()
-def services(service_env):
-    svc = Services.from_settings(Settings.from_env(service_env))
-    yield svc
-    svc.db.dispose()
 
 
 def submit(services, spec) -> str:
