@@ -76,13 +76,13 @@ class GANState:
     num_classes: int | None
     step: int = 0
     # The modules that take the updates: DistributedDataParallel wrappers of the two above when
-    # training on several ranks, else the networks themselves (see wrap_parallel).
+    # training on several ranks, else the networks themselves (see gan_core.distributed.wrap).
     train_g: nn.Module | None = None
     train_d: nn.Module | None = None
 
     def __post_init__(self) -> None:
-        self.train_g = self.train_g or self.generator
-        self.train_d = self.train_d or self.discriminator
+        self.train_g = self.generator if self.train_g is None else self.train_g
+        self.train_d = self.discriminator if self.train_d is None else self.train_d
 
     @property
     def sampling_generator(self) -> nn.Module:

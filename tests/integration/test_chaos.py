@@ -170,7 +170,7 @@ def test_two_workers_handed_the_same_job_train_it_once(chaos_env, workers):
     services.queue.enqueue(job_id, "cpu")  # the duplicate
     wait_done(services, [job_id])
     job = assert_complete(services, job_id, steps=500)
-    assert job.attempt == 1
+    assert job.attempt == 1, job.attempt_errors
 
 
 def test_sigterm_drains_the_running_job_to_another_worker(chaos_env, workers):

@@ -39,5 +39,5 @@ def test_database_fixtures(pg_url, fresh_pg_url, sqlite_url, migrated_pg, migrat
     assert pg_url.startswith("postgresql+psycopg://postgres@127.0.0.1:5432/ganforge_test_")
     assert len({pg_url, fresh_pg_url, migrated_pg}) == 3
     assert _tables(pg_url) == set() and _tables(fresh_pg_url) == set() and _tables(sqlite_url) == set()
-    expected = {"alembic_version", "jobs", "job_events", "metrics", "artifacts", "api_keys"}
+    expected = {"alembic_version", "jobs", "job_events", "metrics", "artifacts", "api_keys", "workers"}
     assert _tables(migrated_pg) == expected and _tables(migrated_sqlite) == expected
