@@ -85,8 +85,8 @@ def poison_losses(monkeypatch, at_steps: set[int], times: int):
     real = trainer_module.train_step
     calls = {"step": 0, "left": times}
 
-    def step(state, data, noise, spec, with_grad_norms=False):
-        stats = real(state, data, noise, spec, with_grad_norms)
+    def step(state, data, noise, spec, with_grad_norms=False, **kwargs):
+        stats = real(state, data, noise, spec, with_grad_norms, **kwargs)
         if state.step + 1 in at_steps and calls["left"] > 0:
             calls["left"] -= 1
             stats["loss_d"] = torch.tensor(float("nan"))
