@@ -1,0 +1,76 @@
+"""Regression tests for the hardening review (issue 16): forged cursors, chunked bodies over the
+limit, strict specs, IPv6 forms that embed IPv4, security headers, secrets in logs and error
+texts, truthful rate-limit headers."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+
+from api.schemas import decode_cursor, encode_cursor
+from tests.api.test_api import SPEC, assert_envelope, fields
+
+
+# ---- 1. list cursors ---------------------------------------------------------------------------
+def forged_cursor(stamp: str, job_id: str = "0" * 32) -> str:
+    return base64.urlsafe_b64encode(f"{stamp}|{job_id}".encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("stamp", [
+    "9999-12-31T23:59:59.999999-14:00",  # past datetime.max once in UTC
+    "0001-01-01T00:00:00+14:00",  # before datetime.min once in UTC
+    "0001-01-01T00:00:00+23:59",
+    "9999-12-31T23:59:59-23:59:59.999999",
+])
+def test_a_cursor_at_the_calendar_edge_is_a_422_naming_the_cursor(api, stamp):
+    error = assert_envelope(api.client.get(f"/v1/jobs?cursor={forged_cursor(stamp)}"), 422, "invalid_request")
+    assert fields(error) == {"cursor"}
+
+
+_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
+# Whole-minute offsets up to the +-23:59 Python allows (ISO 8601 offsets are minutes).
+_zones = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+# Anywhere in the calendar, and often within a day of either end (where offsets overflow).
+_moments = st.one_of(st.datetimes(timezones=_zones), st.datetimes(max_value=datetime(1, 1, 2), timezones=_zones),
+                     st.datetimes(min_value=datetime(9999, 12, 30), timezones=_zones))
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(moment=_moments, job_id=_ids)
+def test_cursor_codec_decodes_any_aware_stamp_or_refuses_it_with_value_error(moment, job_id):
+    """Every timestamp Python can write, at every offset, decodes to a UTC position or a ValueError
+    (the view's 422); nothing else escapes."""
+    cursor = forged_cursor(moment.isoformat(), job_id)
+    try:
+        created_at, decoded_id = decode_cursor(cursor)
+    except ValueError:
+        return
+    assert created_at == moment and created_at.tzinfo == timezone.utc and decoded_id == job_id
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=150).map(lambda b: base64.urlsafe_b64encode(b).decode())))
+def test_cursor_codec_refuses_arbitrary_text_with_value_error_only(cursor):
+    try:
+        created_at, job_id = decode_cursor(cursor)
+    except ValueError:
+        return
+    assert created_at.tzinfo == timezone.utc and len(job_id) == 32
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                           timezones=st.just(timezone.utc)), job_id=_ids)
+def test_cursor_codec_round_trips(moment, job_id):
+    assert decode_cursor(encode_cursor(moment, job_id)) == (moment, job_id)
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(moment=_moments)
+def test_the_list_answers_any_forged_stamp_with_a_page_or_a_422(api, moment):
+    response = api.client.get(f"/v1/jobs?cursor={forged_cursor(moment.isoformat())}")
+    assert response.status_code in (200, 422), response.get_data(as_text=True)
