@@ -5,6 +5,11 @@ texts, truthful rate-limit headers."""
 from __future__ import annotations
 
 import base64
+import http.client
+import io
+import json
+import socket
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -74,3 +79,58 @@ def test_cursor_codec_round_trips(moment, job_id):
 def test_the_list_answers_any_forged_stamp_with_a_page_or_a_422(api, moment):
     response = api.client.get(f"/v1/jobs?cursor={forged_cursor(moment.isoformat())}")
     assert response.status_code in (200, 422), response.get_data(as_text=True)
+
+
+# ---- 2. chunked bodies over the limit ----------------------------------------------------------
+def padded_spec(size: int) -> bytes:
+    """A valid spec padded with trailing spaces to ``size`` bytes (valid JSON at any length)."""
+    body = json.dumps(SPEC).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def post_chunked(client, body: bytes):
+    # What a WSGI server hands the app for `Transfer-Encoding: chunked`: a stream without a length
+    # that the server ends (werkzeug's and gunicorn's set wsgi.input_terminated), CONTENT_LENGTH empty.
+    return client.post("/v1/jobs", input_stream=io.BytesIO(body), content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut(make_api):
+    h = make_api(max_body_bytes=2048)
+    assert_envelope(post_chunked(h.client, padded_spec(4096)), 413, "payload_too_large")
+    assert_envelope(post_chunked(h.client, padded_spec(2049)), 413, "payload_too_large")
+    assert h.queue.sent == []
+    # At and under the limit the whole body is read.
+    assert post_chunked(h.client, padded_spec(2048)).status_code == 201
+    assert post_chunked(h.client, json.dumps(SPEC).encode()).status_code == 201
+
+
+def _chunked_request(port: int, body: bytes, chunk: int = 500) -> tuple[int, dict]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for start in range(0, len(body), chunk):
+            piece = body[start:start + chunk]
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        sock.sendall(b"0\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+def test_a_chunked_body_over_the_limit_is_413_over_a_real_socket(make_api):
+    from werkzeug.serving import make_server
+
+    h = make_api(max_body_bytes=2048)
+    server = make_server("127.0.0.1", 0, h.app, threaded=True)  # the embedded server (ganforge up)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body = _chunked_request(server.server_port, padded_spec(3000))
+        assert (status, body["error"]["code"]) == (413, "payload_too_large")
+        status, body = _chunked_request(server.server_port, padded_spec(2000))
+        assert status == 201 and body["status"] == "queued"
+    finally:
+        server.shutdown()
