@@ -134,3 +134,25 @@ def test_a_chunked_body_over_the_limit_is_413_over_a_real_socket(make_api):
         assert status == 201 and body["status"] == "queued"
     finally:
         server.shutdown()
+
+
+# ---- 3. strict specs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "steps", True), ("train", "steps", "200"), ("train", "batch_size", "16"),
+    ("train", "lr_d", "0.001"), ("model", "g_batchnorm", 0), ("eval", "at_end", "false"),
+])
+def test_submit_refuses_coerced_types_naming_the_field(api, section, key, value):
+    body = {**SPEC, section: {**SPEC[section], key: value}}
+    error = assert_envelope(api.client.post("/v1/jobs", json=body), 422, "invalid_spec")
+    assert fields(error) == {f"{section}.{key}"}
+    assert api.queue.sent == []
+
+
+def test_the_cli_refuses_coerced_types_naming_the_field(tmp_path, capsys):
+    from gan_core.cli import main
+
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**SPEC, "train": {**SPEC["train"], "steps": True}}))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps" in err and "Traceback" not in err
