@@ -156,3 +156,72 @@ def test_the_cli_refuses_coerced_types_naming_the_field(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "train.steps" in err and "Traceback" not in err
+
+
+# ---- 4. IPv6 forms that embed IPv4; slow resolvers --------------------------------------------
+EMBEDDED_V4 = [
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254 (the metadata service)
+    "2002:a00:1::",  # 6to4 of 10.0.0.1
+    "::ffff:127.0.0.1", "::ffff:a9fe:a9fe", "::ffff:10.0.0.1",  # IPv4-mapped
+    "::127.0.0.1", "::a9fe:a9fe", "::10.0.0.1",  # IPv4-compatible
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1",  # NAT64
+    "64:ff9b:1::a00:1",  # local-use NAT64
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_V4)
+def test_ipv6_literals_embedding_private_ipv4_are_refused(address):
+    from jobs.datasets import DatasetSourceError, check_source
+    from tests.api.test_hostile_input import PRODUCTION
+
+    with pytest.raises(DatasetSourceError, match="non-public"):
+        check_source(f"https://[{address}]/x.npz", PRODUCTION)  # the real resolver: literals need no DNS
+
+
+@pytest.mark.parametrize("address", ["2002:7f00:1::", "2002:a9fe:a9fe::", "2002:a00:1::"])
+def test_host_names_answering_6to4_of_private_ipv4_are_refused(address):
+    from jobs.datasets import DatasetSourceError, check_source
+    from tests.api.test_hostile_input import PRODUCTION
+
+    with pytest.raises(DatasetSourceError, match="non-public"):
+        check_source("https://sixtofour.example.org/x.npz", PRODUCTION, lambda host, port: [address])
+
+
+def test_public_ipv6_and_6to4_of_public_ipv4_still_pass():
+    from jobs.datasets import check_source
+    from tests.api.test_hostile_input import PRODUCTION
+
+    for address in ("2606:4700::6810:85e5", "2002:5db8:d822::", "::ffff:93.184.216.34"):
+        assert check_source("https://data.example.org/x.npz", PRODUCTION, lambda h, p, a=address: [a]).addresses == (address,)
+
+
+def test_the_api_refuses_a_6to4_dataset_url_naming_the_path(make_api):
+    from tests.api.test_hostile_input import NPZ_SPEC
+
+    h = make_api(allow_local_datasets=False)
+    body = {**NPZ_SPEC, "dataset": {"name": "npz", "path": "https://[2002:a9fe:a9fe::]/latest/meta-data"}}
+    error = assert_envelope(h.client.post("/v1/jobs", json=body), 422, "invalid_spec")
+    assert fields(error) == {"dataset.path"}
+
+
+def test_a_slow_resolver_does_not_hold_the_calling_thread(monkeypatch):
+    from jobs import datasets
+
+    release = threading.Event()
+    callers: list[str] = []
+
+    def stuck_getaddrinfo(host, port, *args, **kwargs):
+        callers.append(threading.current_thread().name)
+        release.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+
+    monkeypatch.setattr(datasets.socket, "getaddrinfo", stuck_getaddrinfo)
+    monkeypatch.setattr(datasets, "RESOLVE_TIMEOUT_SECONDS", 0.2)
+    try:
+        with pytest.raises(datasets.DatasetSourceError, match="cannot resolve"):
+            datasets.resolve("slow.example.org", 443)
+        assert callers and callers[0] != threading.current_thread().name  # looked up off this thread
+    finally:
+        release.set()
