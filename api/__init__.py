@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from api.jsonio import OrjsonProvider
     from api.signing import URLSigner
     from api.state import FINISHED_VIEWS, GENERATION, SERVICES, SIGNER
+    from api.validation import buffer_chunked_body
 
     if services is not None and settings is not None and settings is not services.settings:
         raise ValueError("pass settings or services (which carry their own settings), not both")
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions[GENERATION] = runtime
 
     api_logging.init_app(app, settings.log_json)
+    app.before_request(buffer_chunked_body)  # 413 past the body limit however the body is sent
     auth.init_app(app, settings.auth_required, auth.KeyCache(services.db, settings.auth_cache_seconds))  # after the request id
     register_error_handlers(app)
     app.register_blueprint(health.bp)

@@ -117,7 +117,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     created_at = datetime.fromisoformat(stamp)  # ValueError when malformed
     if created_at.tzinfo is None:
         raise ValueError("naive timestamp")
-    return created_at.astimezone(timezone.utc), job_id
+    try:
+        # A forged stamp at the calendar's edge with an extreme offset (year 9999 at -14:00) is a
+        # valid ISO string whose UTC form lies outside datetime's range.
+        return created_at.astimezone(timezone.utc), job_id
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
 
 
 # ---- request bodies ----------------------------------------------------------------------------

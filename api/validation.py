@@ -6,12 +6,14 @@ never sees a value it has not checked.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
 from typing import Any, Iterator
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.errors import APIError, invalid, not_found
 
@@ -27,6 +29,34 @@ def check_id(value: str, what: str) -> str:
     if not _ID.fullmatch(value):
         raise not_found(what)
     return value
+
+
+def buffer_chunked_body() -> None:
+    """Before each request: read a body sent without Content-Length (``Transfer-Encoding:
+    chunked``) whole, up to MAX_CONTENT_LENGTH + 1 bytes, and refuse it (413) past the limit.
+
+    Werkzeug enforces the limit on such a stream by stopping at it: ``get_data()`` then returns
+    the first MAX_CONTENT_LENGTH bytes as if they were the whole body (a padded spec was accepted,
+    a long one was invalid JSON). A body within the limit is handed on with its Content-Length,
+    so every later reader sees an ordinary, complete body."""
+    environ = request.environ
+    if environ.get("CONTENT_LENGTH") or "wsgi.input_terminated" not in environ:
+        # With a length werkzeug refuses a body over the limit up front; without one and without a
+        # server that ends the stream, werkzeug reads nothing (it cannot know where the body ends).
+        return
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is None:
+        return
+    stream, body = environ["wsgi.input"], bytearray()
+    while len(body) <= limit:
+        chunk = stream.read(min(1 << 16, limit + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(bytes(body))
+    environ["CONTENT_LENGTH"] = str(len(body))
 
 
 def _reject_constant(name: str) -> Any:

@@ -66,8 +66,10 @@ def _within(field: str, limit_key: str, what: str):
 
 
 class _Strict(BaseModel):
-    # Unknown fields are an error: a typo must never be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are an error: a typo must never be silently ignored. No type coercion either
+    # (strict): `"steps": true` is not 1 step and `"steps": "200"` is not a number. An integer
+    # where a float is expected is still fine (JSON does not tell 1 from 1.0).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DatasetSpec(_Strict):
@@ -80,6 +82,14 @@ class DatasetSpec(_Strict):
         None, description="npz only: expected channels (checked when the file is loaded)"
     )
     limit: int | None = Field(None, ge=1, description="use only the first N training examples")
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_not_bool(cls, value: Any) -> Any:
+        # A Literal of integers matches True as 1 even in strict mode.
+        if isinstance(value, bool):
+            raise ValueError("must be 1 or 3, not a boolean")
+        return value
 
     @model_validator(mode="after")
     def _path_only_for_npz(self) -> DatasetSpec:

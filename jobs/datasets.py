@@ -6,7 +6,8 @@
   ``.`` or empty segments, backslashes or control characters are refused (path traversal);
 * ``https://host/...`` — only hosts on GANFORGE_DATASET_HTTPS_HOSTS when that list is set, and
   never a host that resolves to a loopback, private, link-local, multicast or reserved address
-  (SSRF: the metadata service, the database, the broker). The worker connects to the address it
+  (SSRF: the metadata service, the database, the broker), IPv4 addresses inside IPv6 ones (mapped,
+  compatible, 6to4, Teredo, NAT64) included. The worker connects to the address it
   checked (no second lookup a DNS rebinding could change) and follows no redirects;
 * a plain server path — only when GANFORGE_ALLOW_LOCAL_DATASETS is on (the embedded default: one
   trusted user on their own machine; production refuses to turn it on). ``file://`` and every
@@ -27,6 +28,8 @@ import re
 import socket
 import ssl
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -55,20 +58,68 @@ class Source:
     addresses: tuple[str, ...] = ()  # https: the checked addresses to connect to
 
 
+# getaddrinfo has no timeout of its own and a slow resolver can take many seconds: lookups run on
+# this small pool and the caller (an API thread) waits at most RESOLVE_TIMEOUT_SECONDS. A stuck
+# lookup then holds a pool thread, never a request thread; once all are stuck, lookups queue and
+# time out too.
+RESOLVE_TIMEOUT_SECONDS = 5.0
+_resolver_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dataset-dns")
+
+# NAT64 prefixes: the well-known /96 (RFC 6052) carries an IPv4 address in its last 32 bits; the
+# local-use /48 (RFC 8215) translates to addresses of the operator's choosing.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
 def resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host``, looked up off the calling thread within RESOLVE_TIMEOUT_SECONDS."""
+    future = _resolver_pool.submit(_getaddrinfo, host, port)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return future.result(timeout=RESOLVE_TIMEOUT_SECONDS)
+    except FutureTimeout:
+        future.cancel()  # still queued: never runs; already running: finishes on the pool
+        raise DatasetSourceError(f"cannot resolve {host!r}: no answer within {RESOLVE_TIMEOUT_SECONDS:g} s") from None
     except (socket.gaierror, UnicodeError) as exc:
         raise DatasetSourceError(f"cannot resolve {host!r}: {exc}") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries and that traffic to it may reach: IPv4-mapped
+    (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), 6to4 (2002:AABB:CCDD::/48), Teredo (server and
+    client of 2001:0::/32) and NAT64 (64:ff9b::a.b.c.d)."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are not IPv4
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_global and not (ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_private
+                                 or ip.is_reserved or ip.is_unspecified)
 
 
 def _public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_loopback or ip.is_link_local or ip.is_private
-                                 or ip.is_reserved or ip.is_unspecified)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _public_address(ip)
+    if ip in _NAT64_LOCAL:
+        return False
+    embedded = _embedded_ipv4(ip)
+    if ip.ipv4_mapped is not None:
+        return _public_address(ip.ipv4_mapped)  # ::ffff:0:0/96 is "private" as IPv6; judge the IPv4 inside
+    return _public_address(ip) and all(_public_address(v4) for v4 in embedded)
 
 
 def check_source(uri: str, settings: Settings, resolver: Resolver = resolve) -> Source:

@@ -130,3 +130,41 @@ def test_devices_are_limited_by_the_deployment():
     assert JobSpec.model_validate(doc, context={"max_devices": 16}).resources.devices == 16
     with pytest.raises(ValidationError):
         JobSpec.model_validate(with_(CLASSIC, "resources", {"devices": 2}), context={"max_devices": 1})
+
+
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("train.steps", True),  # was a 1-step job
+        ("train.steps", "200"),  # was 200 steps
+        ("train.batch_size", 32.0),
+        ("train.lr_d", "0.0002"),
+        ("train.lr_g", True),
+        ("model.latent_dim", "100"),
+        ("model.hidden_g", [256, "512"]),
+        ("model.g_batchnorm", 1),
+        ("model.g_batchnorm", "true"),
+        ("dataset.image_size", "28"),
+        ("dataset.limit", False),
+        ("eval.at_end", 0),
+        ("compile", "false"),
+        ("max_runtime_seconds", "60"),
+        ("max_runtime_seconds", True),
+        ("max_attempts", 2.0),
+    ],
+)
+def test_no_type_is_coerced(path, value):
+    field = path if path != "model.hidden_g" else "model.hidden_g.1"
+    assert field in fields(with_(CLASSIC, path, value))
+
+
+def test_channels_refuses_a_boolean():
+    npz = with_(with_(CLASSIC, "dataset", {"name": "npz", "path": "/data/x.npz"}), "dataset.channels", True)
+    assert "dataset.channels" in fields(npz)
+    assert JobSpec.model_validate(with_(npz, "dataset.channels", 3)).dataset.channels == 3
+
+
+def test_json_numbers_still_fill_float_fields():
+    spec = JobSpec.model_validate(with_(with_(CLASSIC, "train.lr_d", 1), "max_runtime_seconds", 60))
+    assert spec.train.lr_d == 1.0 and isinstance(spec.train.lr_d, float) and spec.max_runtime_seconds == 60.0
+    assert JobSpec.model_validate(spec.model_dump(mode="json")) == spec  # a stored spec reads back
