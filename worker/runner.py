@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gan_core import checkpoint as ckpt
 from gan_core import images
-from gan_core.data import DataConfig, DataError
+from gan_core.data import DataConfig, DataError, DownloadError
 from gan_core.evaluation import quality_score
 from gan_core.spec import JobSpec
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
@@ -264,11 +264,15 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         return "lease_lost"
     except UploadsPending as exc:
         return _fail(services, claim, f"artifact store unreachable: {exc}")
+    except DownloadError as exc:  # each mirror's network error (errno, TLS) stays in the log, not in the reason
+        log.warning("job %s: dataset download failed: %s", job_id, exc)
+        return _fail(services, claim, "could not download the dataset from its mirrors (the worker's log has the details)")
     except (DataError, ckpt.CheckpointError, ValueError) as exc:
         return _fail(services, claim, str(exc))
     except Exception as exc:  # a bug or an outage: record a readable reason, keep the traceback in the log
         log.exception("job %s failed", job_id)
-        return _fail(services, claim, f"internal error: {type(exc).__name__}: {exc}")
+        # The exception's text may name internal hosts and errno (a database or store outage).
+        return _fail(services, claim, f"internal error ({type(exc).__name__}); the worker's log has the details")
     finally:
         uploader.close()
         datasets.discard(job_id)
