@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """A configured app. Without ``services`` they are built from ``settings`` (default: the
     environment); with ``services``, their settings are used and ``settings`` must be None or
     the same object."""
-    from api import artifacts, auth, dashboard, health, job_media, jobs, openapi, presets
+    from api import artifacts, auth, dashboard, headers, health, job_media, jobs, openapi, presets
     from api import logging as api_logging
     from api.errors import register_error_handlers
     from api.finished_views import FinishedViews
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     api_logging.init_app(app, settings.log_json)
     app.before_request(buffer_chunked_body)  # 413 past the body limit however the body is sent
+    headers.init_app(app)
     auth.init_app(app, settings.auth_required, auth.KeyCache(services.db, settings.auth_cache_seconds))  # after the request id
     register_error_handlers(app)
     app.register_blueprint(health.bp)

@@ -48,11 +48,14 @@ def check_submission(session: Session, settings: Settings, tenant: str) -> dict[
         .group_by(Job.status)
     ).all())
     queued, running = counts.get("queued", 0), counts.get("running", 0)
+    # Refused by a cap, the tenant can submit nothing until Retry-After: Remaining says so (the
+    # headers computed above counted this submission as accepted).
+    refused = {**headers, "X-RateLimit-Remaining": "0"} if headers else {}
     if queued >= settings.max_queued_per_tenant:
         raise APIError(429, "too_many_queued", f"the tenant has {queued} queued jobs, the limit is "
                        f"{settings.max_queued_per_tenant}; wait for some to start or cancel some",
-                       headers={**headers, "Retry-After": str(CAP_RETRY_AFTER)})
+                       headers={**refused, "Retry-After": str(CAP_RETRY_AFTER)})
     if queued + running >= settings.max_active_per_tenant:
         raise APIError(429, "too_many_active", f"the tenant has {queued + running} queued or running jobs, the limit "
-                       f"is {settings.max_active_per_tenant}", headers={**headers, "Retry-After": str(CAP_RETRY_AFTER)})
+                       f"is {settings.max_active_per_tenant}", headers={**refused, "Retry-After": str(CAP_RETRY_AFTER)})
     return headers

@@ -49,6 +49,28 @@ def _end(response: Response) -> Response:
     return response
 
 
+def queryless_request_handler():
+    """Werkzeug's request handler for the embedded server, its access line without the query
+    string: signed download URLs carry their signature there, and ``ganforge up`` writes this log
+    into the data directory. (The app's own access line logs the path alone too.)"""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class QuerylessRequestHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            full = self.path
+            self.path = full.split("?", 1)[0]
+            try:
+                super().log_request(code, size)
+            finally:
+                self.path = full
+
+    return QuerylessRequestHandler
+
+
+# gunicorn's access line (off unless --access-logfile is given): %(U)s is the path without the query.
+GUNICORN_ACCESS_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
+
+
 def init_app(app: Flask, json_lines: bool = True) -> None:
     """Request ids and access lines for ``app``; configures the root logger only when nothing
     else has (gunicorn's ``api:create_app()``), leaving a host's own setup (the CLI, pytest) alone."""

@@ -214,10 +214,8 @@ def _schema_name(schema: dict[str, Any]) -> str:
 
 def render_docs(doc: dict[str, Any]) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(doc['info']['title'])} API</title>",
-           "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
-           "code,pre{background:#f4f4f4;padding:0 .2em}pre{padding:.6em;overflow:auto}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left}"
-           ".m{font-weight:bold;text-transform:uppercase}</style></head><body>",
+           # A file, not an inline <style>: the pages' Content-Security-Policy allows only the app's own files.
+           "<link rel='stylesheet' href='/static/docs.css'></head><body>",
            f"<h1>{_e(doc['info']['title'])} API</h1><p>{_e(doc['info']['description'])}</p>",
            "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1).</p><h2>Operations</h2>"]
     for path, methods in doc["paths"].items():

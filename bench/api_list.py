@@ -24,9 +24,11 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.prerequisites import Needs  # noqa: E402
 
 log = logging.getLogger("bench.api_list")
 
@@ -87,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--status", default="running")
     args = parser.parse_args(argv)
+    needs = Needs("bench/api_list.py").python("flask", "sqlalchemy", "torch")
+    if args.postgres:
+        dsn = urlsplit(args.postgres)
+        needs.python("psycopg").postgres(dsn.hostname or "127.0.0.1", dsn.port or 5432)
+    needs.check()
     logging.basicConfig(level=logging.WARNING)
 
     from api import create_app

@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.prerequisites import Needs  # noqa: E402
 
 
 def free_port() -> int:
@@ -55,6 +56,8 @@ def main() -> int:
     ap.add_argument("--outage", type=float, default=30.0, help="seconds the S3 server is down")
     ap.add_argument("--timeout", type=float, default=1500.0)
     args = ap.parse_args()
+    (Needs("bench/chaos.py").python("moto", "psycopg", "redis", "celery", "torch")
+     .command("redis-server", "apt-get install -y redis-server").postgres().mnist().check())
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log

@@ -17,8 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+if __name__ == "__main__":  # what may be missing, checked before it is imported
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.prerequisites import Needs
+
+    Needs("bench/classifier_check.py").python("torch", "numpy").file("/work/shared/datasets/mnist/train-images-idx3-ubyte.gz", "MNIST", "this check reads the shared copy").check()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gan_core.evaluation import evaluate_images, get_classifier  # noqa: E402

@@ -37,11 +37,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.api_list import database  # noqa: E402  (the temporary SQLite / PostgreSQL database)
+from bench.prerequisites import Needs  # noqa: E402
 
 STEPS = 12_000
 SERIES = ("loss_d", "loss_g", "d_real", "d_fake", "acc_real", "acc_fake", "acc_d", "images_per_s")
@@ -209,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurement")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args(argv)
+    needs = Needs("bench/dashboard.py").python("flask", "sqlalchemy", "torch")
+    if args.postgres:
+        dsn = urlsplit(args.postgres)
+        needs.python("psycopg").postgres(dsn.hostname or "127.0.0.1", dsn.port or 5432)
+    if not args.no_browser:
+        needs.python("playwright", how="pip install -e .[test]")
+        needs.file(args.chromium, "Chromium", "apt-get install -y chromium, or pass --no-browser")
+    needs.check()
     logging.basicConfig(level=logging.WARNING)
     for noisy in ("api.access", "werkzeug"):  # one line per request would drown the figures
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.prerequisites import Needs  # noqa: E402
 
 SPEC: dict[str, Any] = {
     "name": "ring", "dataset": {"name": "ring8"},
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    Needs("bench/fuzz.py").python("flask", "sqlalchemy", "torch").python("schemathesis", how="pip install -e .[test]").check()
     import logging
 
     logging.disable(logging.CRITICAL)  # one access line per request would drown the figures

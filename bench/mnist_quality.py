@@ -15,7 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+if __name__ == "__main__":  # what may be missing, checked before it is imported
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.prerequisites import Needs
+
+    Needs("bench/mnist_quality.py").python("torch", "numpy").mnist().check()
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -36,6 +36,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.prerequisites import Needs  # noqa: E402
 
 # (modes required, HQ % required, seeds that must pass out of 10)
 TARGETS: dict[str, tuple[int, float, int]] = {"ring8": (8, 97.0, 10), "grid25": (25, 97.0, 9)}
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="training processes at once (1 thread each)")
     parser.add_argument("--out", type=Path, default=None, help="write the per-seed rows and summaries as JSON")
     args = parser.parse_args()
+    Needs("bench/quality.py").python("torch", "numpy").check()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     jobs = [(dataset, seed, args.steps) for dataset in args.datasets for seed in range(args.seeds)]

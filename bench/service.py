@@ -35,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.prerequisites import Needs  # noqa: E402
 
 TINY = {"name": "latency", "dataset": {"name": "ring8"}, "model": {"latent_dim": 2, "hidden_g": [16], "hidden_d": [16]},
         "train": {"steps": 1, "batch_size": 8}, "device": "cpu", "eval": {"at_end": False}}
@@ -73,6 +74,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="phase 3: worker / bare pairs (median reported)")
     parser.add_argument("--phases", default="123", help="which measurements to run, e.g. 2")
     args = parser.parse_args()
+    needs = Needs("bench/service.py").python("psycopg", "redis", "moto", "gunicorn", "celery", "torch")
+    needs.postgres().redis()
+    if "2" in args.phases:
+        needs.command("wrk", "apt-get install -y wrk, or leave phase 2 out: --phases 13")
+    if "3" in args.phases:
+        needs.mnist()
+    needs.check()
 
     import psycopg
     import redis

@@ -18,9 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
-from torch.nn import functional as F
+if __name__ == "__main__":  # what may be missing, checked before it is imported
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.prerequisites import Needs
+
+    Needs("bench/throughput.py").python("torch", "numpy").mnist().check()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

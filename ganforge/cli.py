@@ -157,8 +157,9 @@ def _serve_embedded(host: str, port: int, ready_file: str | None = None):
     from werkzeug.serving import make_server
 
     from api import create_app
+    from api.logging import queryless_request_handler
 
-    server = make_server(host, port, create_app(), threaded=True)
+    server = make_server(host, port, create_app(), threaded=True, request_handler=queryless_request_handler())
     thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
     thread.start()
     return server
@@ -200,9 +201,11 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     shared socket a worker could take most of the long-lived keep-alive connections while the
     other idled (767 req/s and p99 288 ms in such runs).
     """
+    from api.logging import GUNICORN_ACCESS_FORMAT
+
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
             "--workers", str(workers or _usable_cpus()), "--worker-class", "gthread", "--threads", str(threads),
-            "--keep-alive", "5"]
+            "--keep-alive", "5", "--access-logformat", GUNICORN_ACCESS_FORMAT]
     return argv + (["--reuse-port"] if reuse_port else []) + ["api:create_app()"]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -43,6 +44,7 @@ MAX_URI = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 _CHUNK = 1 << 20
 Resolver = Callable[[str, int], list[str]]
+log = logging.getLogger(__name__)
 
 
 class DatasetSourceError(DataError):
@@ -86,7 +88,8 @@ def resolve(host: str, port: int) -> list[str]:
         future.cancel()  # still queued: never runs; already running: finishes on the pool
         raise DatasetSourceError(f"cannot resolve {host!r}: no answer within {RESOLVE_TIMEOUT_SECONDS:g} s") from None
     except (socket.gaierror, UnicodeError) as exc:
-        raise DatasetSourceError(f"cannot resolve {host!r}: {exc}") from None
+        log.info("cannot resolve dataset host %r: %s", host, exc)
+        raise DatasetSourceError(f"cannot resolve {host!r}") from None  # no resolver errno for the tenant
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -229,7 +232,13 @@ def _fetch_s3(source: Source, settings: Settings, out, client=None) -> None:
     try:
         obj = client.get_object(Bucket=source.host, Key=source.key)
     except Exception as exc:  # botocore's ClientError (NoSuchKey, AccessDenied), connection errors
-        raise DatasetSourceError(f"cannot read s3://{source.host}/{source.key}: {exc}") from None
+        # The tenant learns the store's answer (NoSuchKey, AccessDenied), never the network's (the
+        # endpoint, errno): that stays in the worker's log.
+        log.warning("dataset s3://%s/%s could not be read: %r", source.host, source.key, exc)
+        answer = getattr(exc, "response", None)  # botocore's ClientError carries the store's answer
+        code = answer.get("Error", {}).get("Code") if isinstance(answer, dict) else None
+        problem = f"the store answered {code}" if isinstance(code, str) and code.isalnum() else "connection failed"
+        raise DatasetSourceError(f"could not read the dataset s3://{source.host}/{source.key}: {problem}") from None
     if obj.get("ContentLength", 0) > settings.max_dataset_bytes:
         raise DatasetSourceError(f"the dataset has {obj['ContentLength']} bytes; the limit is {settings.max_dataset_bytes}")
     _copy_capped(obj["Body"].read, out, settings.max_dataset_bytes)
@@ -250,17 +259,21 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 def _fetch_https(source: Source, limit: int, out, timeout: float = 60.0) -> None:
     connection = _PinnedHTTPS(source.host, source.addresses[0], source.port, timeout)
+    path = source.key.split("?", 1)[0]  # the query may hold the tenant's own token: never in a message
     try:
         connection.request("GET", source.key, headers={"Host": source.host, "User-Agent": "ganforge"})
         response = connection.getresponse()
         if response.status != 200:
-            raise DatasetSourceError(f"https://{source.host}{source.key} answered {response.status} "
+            raise DatasetSourceError(f"https://{source.host}{path} answered {response.status} "
                                      "(redirects are not followed)")
         length = response.getheader("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             raise DatasetSourceError(f"the dataset has {length} bytes; the limit is {limit}")
         _copy_capped(response.read, out, limit)
     except (OSError, http.client.HTTPException) as exc:
-        raise DatasetSourceError(f"cannot fetch https://{source.host}{source.key}: {exc}") from None
+        # Refused, timed out, reset, a TLS or certificate failure: one reason for the tenant (the
+        # difference would make the worker a probe of what it can reach); the detail is logged.
+        log.warning("dataset download from https://%s%s (%s) failed: %r", source.host, path, source.addresses[0], exc)
+        raise DatasetSourceError(f"could not download the dataset from {source.host}: connection failed") from None
     finally:
         connection.close()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gan_core import checkpoint as ckpt
 from gan_core import distributed, images
-from gan_core.data import DataConfig, DataError
+from gan_core.data import DataConfig, DataError, DownloadError
 from gan_core.distributed import SINGLE, Parallel
 from gan_core.evaluation import quality_score
 from gan_core.spec import JobSpec, error_details
@@ -298,6 +298,9 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
         return "lease_lost"
     except UploadsPending as exc:
         return _fail(services, claim, f"artifact store unreachable: {exc}")
+    except DownloadError as exc:  # each mirror's network error (errno, TLS) stays in the log, not in the reason
+        log.warning("job %s: dataset download failed: %s", job_id, exc)
+        return _fail(services, claim, "could not download the dataset from its mirrors (the worker's log has the details)")
     except (DataError, ckpt.CheckpointError, ValueError) as exc:
         return _fail(services, claim, str(exc))
     except Exception as exc:  # a bug or an outage: record a readable reason, keep the traceback in the log
@@ -307,7 +310,8 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
             log.exception("job %s: rank 0 stops on %s", job_id, type(exc).__name__)
             raise
         log.exception("job %s failed", job_id)
-        return _fail(services, claim, f"internal error: {type(exc).__name__}: {exc}")
+        # The exception's text may name internal hosts and errno (a database or store outage).
+        return _fail(services, claim, f"internal error ({type(exc).__name__}); the worker's log has the details")
     finally:
         uploader.close()
         datasets.discard(job_id)

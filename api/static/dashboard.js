@@ -67,6 +67,8 @@ const gf = {
       if (value === null || value === undefined || value === false) continue;
       if (name === "class") node.className = value;
       else if (name === "text") node.textContent = value;
+      // Through the CSSOM: the page's CSP (style-src 'self') refuses style attributes set as markup.
+      else if (name === "style") node.style.cssText = value;
       else node.setAttribute(name, value === true ? "" : value);
     }
     for (const child of children) {

@@ -225,3 +225,203 @@ def test_a_slow_resolver_does_not_hold_the_calling_thread(monkeypatch):
         assert callers and callers[0] != threading.current_thread().name  # looked up off this thread
     finally:
         release.set()
+
+
+# ---- 5. security headers -----------------------------------------------------------------------
+def assert_hardened(response, page: bool) -> None:
+    headers = response.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Frame-Options"] == "DENY"
+    policy = {d.split()[0]: d.split()[1:] for d in headers["Content-Security-Policy"].split("; ")}
+    assert policy["frame-ancestors"] == ["'none'"]
+    if page:
+        assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+        assert "'unsafe-inline'" not in headers["Content-Security-Policy"]
+    else:
+        assert policy["default-src"] == ["'none'"]
+
+
+@pytest.mark.parametrize("path", ["/", "/submit", "/jobs/" + "a" * 32, "/docs"])
+def test_pages_send_the_security_headers(api, path):
+    response = api.client.get(path)
+    assert response.mimetype == "text/html"
+    assert_hardened(response, page=True)
+
+
+def test_pages_have_no_inline_script_or_style(api):
+    """What the page policy would block: the dashboard's code must all be files under /static."""
+    import re
+
+    for path in ("/", "/submit", "/jobs/" + "a" * 32, "/docs"):
+        html = api.client.get(path).get_data(as_text=True)
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), path
+        assert "<style" not in html and " style=" not in html and not re.search(r"\son[a-z]+=", html), path
+        for asset in re.findall(r"(?:src|href)=['\"](/static/[^'\"]+)", html):
+            assert api.client.get(asset).status_code == 200, asset
+
+
+def test_api_answers_and_artifact_content_send_the_security_headers(api):
+    from jobs.storage import sample_key
+    from tests.api.test_api import add_artifact, local_path, running_job
+
+    assert_hardened(api.client.get("/v1/jobs"), page=False)
+    assert_hardened(api.client.get("/v1/jobs/" + "b" * 32), page=False)  # errors too
+    job_id, token = running_job(api.db)
+    add_artifact(api, job_id, token, "sample_grid", 1, sample_key(job_id, 1), b"png", "image/png")
+    [sample] = api.client.get(f"/v1/jobs/{job_id}/samples").get_json()["items"]
+    content = api.client.get(local_path(sample["url"]))
+    assert content.status_code == 200 and content.mimetype == "image/png"
+    assert_hardened(content, page=False)
+    assert_hardened(api.client.get("/static/dashboard.js"), page=False)
+
+
+# ---- 7. truthful rate-limit headers ------------------------------------------------------------
+def test_a_submission_refused_by_a_cap_says_nothing_remains(make_api):
+    h = make_api(max_queued_per_tenant=2, max_active_per_tenant=3, submit_rate_per_minute=10)
+    accepted = [h.client.post("/v1/jobs", json=SPEC) for _ in range(2)]
+    assert [r.headers["X-RateLimit-Remaining"] for r in accepted] == ["9", "8"]
+    refused = h.client.post("/v1/jobs", json=SPEC)
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_queued"
+    assert refused.headers["X-RateLimit-Remaining"] == "0" and refused.headers["Retry-After"]
+    assert refused.headers["X-RateLimit-Limit"] == "10"
+    # The refusal used up nothing: once a slot frees, the rate window still has 8 left.
+    from jobs import lifecycle
+
+    lifecycle.claim(h.db, accepted[0].get_json()["id"], "w", 60)
+    assert h.client.post("/v1/jobs", json=SPEC).headers["X-RateLimit-Remaining"] == "7"
+    lifecycle.claim(h.db, accepted[1].get_json()["id"], "w", 60)
+    refused = h.client.post("/v1/jobs", json=SPEC)  # 2 running + 1 queued = 3 active
+    assert refused.get_json()["error"]["code"] == "too_many_active"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+# ---- 6. secrets in logs, network detail in reasons ---------------------------------------------
+from tests.api.test_cli_security import embedded_home  # noqa: E402,F401 (a fixture)
+
+
+def test_the_embedded_servers_access_log_has_no_query_strings(embedded_home, caplog):
+    import logging
+    import urllib.error
+    import urllib.request
+
+    from ganforge.cli import _serve_embedded
+
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    server = _serve_embedded("127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1/artifacts/{'c' * 32}/content?exp=9999999999&sig=SECRETSIG"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url, timeout=10)
+    finally:
+        server.shutdown()
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any(f"/v1/artifacts/{'c' * 32}/content" in line for line in lines), lines  # the line is still written
+    assert not [line for line in caplog.messages if "SECRETSIG" in line or "sig=" in line], caplog.messages
+
+
+def test_gunicorns_access_format_has_no_query_string():
+    from ganforge.cli import gunicorn_argv
+
+    argv = gunicorn_argv("127.0.0.1", 8080, 1)
+    access_format = argv[argv.index("--access-logformat") + 1]
+    assert "%(U)s" in access_format and "%(r)s" not in access_format and "%(q)s" not in access_format
+
+
+NETWORK_DETAIL = ("Errno", "111", "refused", "CERTIFICATE", "10.0.3.4", "9000", "Name or service")
+
+
+def _npz_spec(path: str):
+    from gan_core.spec import JobSpec
+    from tests.api.test_hostile_input import NPZ_SPEC
+
+    return JobSpec.model_validate({**NPZ_SPEC, "dataset": {"name": "npz", "path": path}})
+
+
+@pytest.mark.parametrize("failure", [
+    ConnectionRefusedError(111, "Connection refused"),
+    __import__("ssl").SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+    TimeoutError("timed out"),
+])
+def test_an_https_download_failure_tells_the_tenant_no_network_detail(monkeypatch, caplog, failure):
+    import logging
+
+    from jobs import datasets
+    from tests.api.test_hostile_input import PRODUCTION, fake_resolver
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(socket, "create_connection", fail)
+    caplog.set_level(logging.WARNING, logger="jobs.datasets")
+    with pytest.raises(datasets.DatasetSourceError) as info:
+        datasets.localise(_npz_spec("https://data.example.org/x.npz?token=t0p"), PRODUCTION, "d" * 32, fake_resolver)
+    assert str(info.value) == "could not download the dataset from data.example.org: connection failed"
+    assert repr(failure) in caplog.text and "t0p" not in caplog.text  # the detail is in the worker's log
+
+
+def test_s3_and_resolver_failures_tell_the_tenant_no_network_detail(monkeypatch):
+    from jobs import datasets
+    from tests.api.test_hostile_input import PRODUCTION, fake_resolver
+
+    class Store:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def get_object(self, Bucket, Key):
+            raise self.exc
+
+    class ClientError(Exception):
+        response = {"Error": {"Code": "NoSuchKey", "Message": "The specified key does not exist."}}
+
+    spec = _npz_spec("s3://user-data/a/x.npz")
+    with pytest.raises(datasets.DatasetSourceError) as info:
+        datasets.localise(spec, PRODUCTION, "e" * 32, fake_resolver,
+                          s3_client=Store(OSError("Could not connect to the endpoint URL: http://10.0.3.4:9000/")))
+    assert str(info.value) == "could not read the dataset s3://user-data/a/x.npz: connection failed"
+    with pytest.raises(datasets.DatasetSourceError, match="the store answered NoSuchKey$"):
+        datasets.localise(spec, PRODUCTION, "e" * 32, fake_resolver, s3_client=Store(ClientError()))
+
+    def no_name(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(datasets.socket, "getaddrinfo", no_name)
+    with pytest.raises(datasets.DatasetSourceError) as info:
+        datasets.resolve("nowhere.example.org", 443)
+    assert not [word for word in NETWORK_DETAIL if word in str(info.value)], str(info.value)
+
+
+@pytest.mark.parametrize("failure, reason", [
+    ("https", "could not download the dataset from 93.184.216.34: connection failed"),
+    ("mirrors", "could not download the dataset from its mirrors (the worker's log has the details)"),
+    ("outage", "internal error (OperationalError); the worker's log has the details"),
+])
+def test_a_failed_jobs_reason_holds_no_network_detail(make_api, monkeypatch, failure, reason):
+    from gan_core.data import DownloadError
+    from jobs import datasets, lifecycle
+    from worker import runner
+
+    h = make_api()
+    if failure == "https":
+        def refuse(*args, **kwargs):
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        monkeypatch.setattr(socket, "create_connection", refuse)
+    else:
+        class OperationalError(Exception):
+            pass
+
+        exc = (DownloadError("could not get mnist/x from any mirror; tried:\n  https://m/x: [Errno 111] Connection refused")
+               if failure == "mirrors" else
+               OperationalError('connection to server at "10.0.3.4", port 5432 failed: Connection refused'))
+
+        def broken(*args, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(datasets, "localise", broken)
+    with h.db.session() as session:
+        job_id = lifecycle.submit(session, _npz_spec("https://93.184.216.34/x.npz")).id
+    assert runner.run_job(h.services, job_id, "test-worker") == "failed"
+    view = h.client.get(f"/v1/jobs/{job_id}").get_json()
+    assert view["status"] == "failed" and view["error"] == reason
+    assert not [word for word in NETWORK_DETAIL if word in view["error"]]

@@ -167,7 +167,7 @@ def test_https_fetch_connects_to_the_checked_address_only(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("resolved again"))
     spec = JobSpec.model_validate({**NPZ_SPEC, "dataset": {"name": "npz", "path": "https://data.example.org/x.npz"}})
-    with pytest.raises(DatasetSourceError, match="cannot fetch"):
+    with pytest.raises(DatasetSourceError, match="could not download the dataset from data.example.org"):
         datasets.localise(spec, PRODUCTION, "d" * 32, fake_resolver)
     assert dialled == [("93.184.216.34", 443)]
 

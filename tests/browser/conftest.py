@@ -97,6 +97,12 @@ def page(browser):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors  # the tests assert the scripts ran without an uncaught exception
+    # Whatever the page's Content-Security-Policy blocked (Chromium reports it on the console).
+    blocked: list[str] = []
+    page.on("console", lambda msg: blocked.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.csp_violations = blocked
     page.set_default_timeout(15_000)
     yield page
     context.close()
+    # Every browser test also proves the dashboard works under its CSP: nothing of its own was blocked.
+    assert blocked == [], blocked
