@@ -156,6 +156,7 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     from gan_core import images
     from gan_core.data import DataConfig, DataError
     from gan_core.launch import stop_requested
+    from gan_core.sampling import interpolation_png
     from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 
     main = parallel.is_main
@@ -235,6 +236,7 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     ckpt.save(trainer.generator_file(), run.final / "generator.pt")
     series = _loss_series(run.read_metrics())
     (run.root / "loss_plot.png").write_bytes(images.line_plot_png(series, title=f"{spec.name}: losses and D accuracy"))
+    (run.root / "interpolation.png").write_bytes(interpolation_png(trainer.generator_file()))
     if result.evaluation is not None:
         (run.root / "evaluation.json").write_text(json.dumps(result.evaluation, indent=2) + "\n")
     where = "" if parallel.world_size == 1 else f" on {parallel.world_size} ranks"
@@ -243,8 +245,11 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     print(f"  checkpoints:     {run.checkpoints}/")
     print(f"  final generator: {run.final / 'generator.pt'}")
     print(f"  loss plot:       {run.root / 'loss_plot.png'}")
+    print(f"  interpolation:   {run.root / 'interpolation.png'}")
     if result.evaluation is not None:
         print(f"  evaluation:      {json.dumps(_headline(result.evaluation))}")
+        if (line := _distribution_line(result.evaluation)) is not None:
+            print(f"  vs real data:    {line}")
         raw, rejection = result.evaluation.get("raw"), result.evaluation.get("rejection")
         if isinstance(raw, dict) and isinstance(rejection, dict) and "acceptance" in rejection:
             print(f"  raw generator:   {json.dumps(_headline(raw))} "
@@ -255,6 +260,16 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
 def _loss_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     keys = ("loss_d", "loss_g", "acc_d")
     return {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
+
+
+def _distribution_line(evaluation: dict[str, Any]) -> str | None:
+    """KID and precision / recall / density / coverage in words, when the evaluation has them."""
+    parts = []
+    if isinstance(evaluation.get("kid"), (int, float)):
+        parts.append(f"KID {evaluation['kid']:.4f} ± {evaluation.get('kid_std', float('nan')):.4f}")
+    parts += [f"{name} {evaluation[name]:.3f}" for name in ("precision", "recall", "density", "coverage")
+              if isinstance(evaluation.get(name), (int, float))]
+    return ", ".join(parts) if parts else None
 
 
 def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +313,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+CLASSIFIER_DATASETS = ("mnist", "fashion-mnist")
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    """Train (or find cached) the domain classifier the evaluation scores a dataset with."""
+    from gan_core.data import DataConfig, DataError
+    from gan_core.evaluator import classifier_for
+    from gan_core.spec import DatasetSpec
+
+    if args.dataset not in CLASSIFIER_DATASETS:
+        raise CLIError(f"classifier train: no built-in classifier for '{args.dataset}' "
+                       f"(one of {', '.join(CLASSIFIER_DATASETS)}; stacked-mnist uses mnist's)", 2)
+    overrides: dict[str, Any] = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
+    if args.cache_dir:
+        overrides["cache_dir"] = Path(args.cache_dir)
+    config = DataConfig.from_env(**overrides)
+    try:
+        _, meta = classifier_for(DatasetSpec(name=args.dataset), config)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{args.dataset}: domain classifier test accuracy {meta['test_accuracy']:.4f} "
+          f"({meta['epochs']} epochs, seed {meta['seed']}, {meta['n_train']} training images; "
+          f"trained in {meta['train_seconds']} s)")
+    print(f"  cached under {config.cache_dir / 'classifiers'} (fingerprint {meta['fingerprint']})")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = read_spec(args.spec)
     print(f"{args.spec}: valid spec '{spec.name}'")
@@ -337,6 +379,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rejection", action="store_true",
                    help="the raw generator's samples, also when the spec asks for sampling.rejection")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("classifier", help="the domain classifier that evaluations score images with")
+    classifier = p.add_subparsers(dest="classifier_command", required=True)
+    p = classifier.add_parser("train", help="train it for a built-in dataset (seed 0, 2 epochs) into the cache "
+                              "that evaluations read; a cached one is reused")
+    p.add_argument("dataset", help="mnist or fashion-mnist (stacked-mnist is scored with mnist's)")
+    p.add_argument("--data-dir", help="folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)")
+    p.add_argument("--cache-dir", help="default: $GANFORGE_CACHE_DIR or ~/.cache/ganforge/datasets")
+    p.set_defaults(func=cmd_classifier_train)
 
     p = sub.add_parser("validate", help="check a spec file")
     p.add_argument("spec")

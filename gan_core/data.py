@@ -672,6 +672,10 @@ def build_dataset(
         raise DataError(f"an npz file was given but the dataset is '{spec.name}'")
     if spec.name in ("ring8", "grid25"):
         return MixtureDataset(spec.name, device, seed)
+    if spec.name == "stacked-mnist":  # three MNIST digits as RGB channels (gan_core/stacked_mnist.py)
+        from gan_core.stacked_mnist import build_stacked_dataset
+
+        return build_stacked_dataset(spec, config, device, seed)
 
     if spec.name == "npz":
         source = npz_file if npz_file is not None else spec.path
@@ -732,6 +736,11 @@ def dataset_fingerprint(spec: DatasetSpec, config: DataConfig) -> str:
         identity["files"] = {
             f.filename: f.raw_sha256 or f.gz_sha256 for f in KNOWN_FILES[spec.name].values()
         }
+    elif spec.name == "stacked-mnist":  # MNIST's files stacked with a fixed seed
+        from gan_core.stacked_mnist import STACKED_SEED
+
+        identity["files"] = {f.filename: f.raw_sha256 for f in KNOWN_FILES["mnist"].values()}
+        identity["stack_seed"] = STACKED_SEED
     elif spec.name == "npz":
         if spec.path is None:
             raise DataError("the npz dataset needs a path to fingerprint")

@@ -26,7 +26,20 @@ dataset-specific stand-in for the Inception network of FID, which does not fit 2
   labels (a class is covered when count >= 0.2 * N / K), the image analogue of modes captured;
 * ``class_histogram``, ``mean_confidence`` (mean max softmax probability);
 * ``label_accuracy`` (conditional models): how often the classifier agrees with the label the
-  generator was asked for.
+  generator was asked for;
+* ``kid`` / ``kid_std``: kernel inception distance (Bińkowski et al., 2018) in the same feature
+  space: the unbiased MMD² estimate with the cubic polynomial kernel, mean and standard deviation
+  over 100 random subsets of up to 1000 samples (torchmetrics' ``KernelInceptionDistance`` fed the
+  classifier's features; unlike FID it is unbiased, so small sample counts compare fairly);
+* ``precision`` / ``recall`` (Kynkäänniemi et al., 2019) and ``density`` / ``coverage`` (Naeem et
+  al., 2020) with k = 5 nearest neighbours, computed by ``prdc`` (Naeem et al.'s own code) on up to
+  5000 samples and 5000 real test images. Precision: samples inside the real manifold; recall:
+  real images inside the samples' manifold; density can exceed 1; coverage: real images whose
+  neighbourhood holds a sample (robust to outliers, the best single mode-dropping figure here).
+
+The KID and PRDC figures need the real test images' features, so they appear when
+``evaluate_images`` is given the test images (the job evaluation does); with precomputed mean and
+covariance only the FID figures are given.
 
 The classifier is trained once per dataset and cached in a file named by the dataset fingerprint.
 """
@@ -39,6 +52,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +71,11 @@ HQ_RMS_RADIUS = math.sqrt(2 * (1 - (1 + _A) * math.exp(-_A)) / (1 - math.exp(-_A
 KL_EPSILON = 1e-10  # stands in for the probability of an empty mode
 COVERAGE_SHARE = 0.2  # fraction of the uniform share a class needs to count as covered
 FEATURE_DIM = 128
+KID_SUBSETS = 100  # torch-fidelity's and torchmetrics' defaults
+KID_SUBSET_SIZE = 1000
+PRDC_NEAREST_K = 5  # Naeem et al. 2020's recommended k
+PRDC_MAX_SAMPLES = 5000  # per side; prdc holds three N×N distance matrices (5000: 100 MB each)
+DISTRIBUTION_SEED = 2024  # subsets and subsamples are drawn from it: the same figures every time
 CACHE_FORMAT = 2  # bump when the classifier's architecture or cache layout changes
 
 
@@ -375,17 +394,20 @@ def evaluate_images(
     labels: Tensor | None = None,
     num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """Domain FID, class coverage and confidence of N×C×H×W samples in [-1, 1] (see module docstring).
+    """Domain FID, KID, precision / recall / density / coverage, class coverage and confidence of
+    N×C×H×W samples in [-1, 1] (see module docstring).
 
     ``test_images`` are the real test split (resized like the samples if needed), or their
     ``reference_statistics`` computed beforehand, which saves a pass over the test split per
-    evaluation. ``labels`` are the classes a conditional generator was asked for (adds
+    evaluation but gives the FID figures only (KID and PRDC need the real features). ``labels`` are the classes a conditional generator was asked for (adds
     ``label_accuracy``). ``num_classes`` defaults to the classifier's; it must not be smaller.
     """
+    real_features: Tensor | None = None
     if isinstance(test_images, Tensor):
         if len(test_images) < 2:
             raise ValueError("need at least 2 test images")
-        reference = reference_statistics(classifier, test_images)
+        real_features, _ = _predict(classifier, _fit_to_classifier(test_images, classifier))
+        reference = feature_statistics(real_features)
     else:
         reference = (np.asarray(test_images[0], np.float64), np.asarray(test_images[1], np.float64))
     if len(samples) < 2:
@@ -407,6 +429,8 @@ def evaluate_images(
         "mean_confidence": float(probabilities.max(dim=1).values.mean()),
         "n_samples": n,
     }
+    if real_features is not None:
+        results.update(distribution_figures(sample_features, real_features))
     if labels is not None:
         if len(labels) != n:
             raise ValueError(f"{len(labels)} labels for {n} samples")
@@ -414,12 +438,76 @@ def evaluate_images(
     return results
 
 
+def kernel_inception_distance(
+    sample_features: Tensor, real_features: Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+    seed: int = DISTRIBUTION_SEED,
+) -> tuple[float, float] | None:
+    """(KID mean, std over subsets) of two N×D feature sets, or None with fewer than 2 of either.
+
+    torchmetrics' metric with an identity "feature extractor", since the features are already
+    computed; its subsets come from the global torch RNG, so a forked, seeded one is used.
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, len(sample_features), len(real_features))
+    if size < 2:
+        return None
+    with warnings.catch_warnings():  # its note that features are buffered: that is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=nn.Identity(), subsets=subsets, subset_size=size)
+    metric.update(real_features.float(), real=True)
+    metric.update(sample_features.float(), real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def precision_recall_density_coverage(
+    sample_features: Tensor, real_features: Tensor, nearest_k: int = PRDC_NEAREST_K,
+    max_samples: int = PRDC_MAX_SAMPLES, seed: int = DISTRIBUTION_SEED,
+) -> dict[str, float] | None:
+    """Precision, recall, density and coverage (``prdc.compute_prdc``) of N×D features, each side
+    subsampled (seeded) to at most ``max_samples``; None with too few points for k neighbours."""
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    if min(len(sample_features), len(real_features)) <= nearest_k:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    fake = sample_features[torch.randperm(len(sample_features), generator=gen)[:max_samples]]
+    real = real_features[torch.randperm(len(real_features), generator=gen)[:max_samples]]
+    with contextlib.redirect_stdout(io.StringIO()):  # compute_prdc prints the set sizes
+        figures = compute_prdc(real.float().numpy(), fake.float().numpy(), nearest_k)
+    return {name: float(value) for name, value in figures.items()}
+
+
+def distribution_figures(sample_features: Tensor, real_features: Tensor) -> dict[str, Any]:
+    """KID (mean, std) and precision / recall / density / coverage, as evaluation entries."""
+    out: dict[str, Any] = {}
+    kid = kernel_inception_distance(sample_features, real_features)
+    if kid is not None:
+        out["kid"], out["kid_std"] = kid
+    prdc = precision_recall_density_coverage(sample_features, real_features)
+    if prdc is not None:
+        out.update(prdc)
+    return out
+
+
 def quality_score(results: dict[str, Any]) -> float | None:
-    """One number per evaluation, lower is better, for picking the best checkpoint: the domain
-    FID for images; for the 2-D mixtures, missed modes plus the fraction of low-quality samples
-    (so a missed mode always weighs more than any HQ difference). None when nothing was scored."""
+    """One number per evaluation, lower is better, for picking the best checkpoint. Mode counts
+    come first where there are modes: for the 2-D mixtures, missed modes plus the fraction of
+    low-quality samples; for stacked MNIST, missed modes plus the reverse KL over log K (so a missed
+    mode always weighs more than any HQ or KL difference). Other images: the domain FID. None when
+    nothing was scored."""
+    if results.get("n_modes") is not None and results.get("modes") is not None:
+        missed = float(results["n_modes"] - results["modes"])
+        if "hq_percent" in results:
+            return missed + (100.0 - float(results["hq_percent"])) / 100.0
+        kl = results.get("reverse_kl")
+        return missed + (min(1.0, float(kl) / math.log(results["n_modes"])) if kl is not None else 1.0)
     if results.get("domain_fid") is not None:
         return float(results["domain_fid"])
-    if results.get("n_modes") is not None and results.get("modes") is not None:
-        return float(results["n_modes"] - results["modes"]) + (100.0 - float(results.get("hq_percent", 0.0))) / 100.0
     return None

@@ -1,8 +1,10 @@
 """Evaluation of a job's generator: picks the right figures for the spec's dataset.
 
-2-D mixtures: modes captured, high-quality %, reverse KL. Images with labels: domain FID, classes
-covered and confidence from a domain classifier trained once per dataset (cached), plus label
-accuracy for conditional models.
+2-D mixtures: modes captured, high-quality %, reverse KL. Images with labels: domain FID, KID,
+precision / recall / density / coverage, classes covered and confidence from a domain classifier
+trained once per dataset (cached), plus label accuracy for conditional models. Stacked MNIST: modes
+covered out of 1000 and the reverse KL, each channel read by the MNIST classifier, and the
+feature-space figures of the three channels' features side by side.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_core import evaluation, rejection
+from gan_core import evaluation, rejection, stacked_mnist
 from gan_core.data import DataConfig, Dataset, dataset_fingerprint, load_test_images
-from gan_core.spec import JobSpec
+from gan_core.spec import DatasetSpec, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ class Evaluator:
             return evaluation.evaluate_mixture(samples, self.data.centers.cpu(), self.data.sigma)
         if not self._ensure_classifier():
             return {"n_samples": n, "note": "no labels in this dataset: no domain classifier, no FID"}
+        if self.spec.dataset.name == stacked_mnist.NAME:
+            results = stacked_mnist.evaluate_stacked(samples, self._classifier, self._test_images)
+            results["classifier_test_accuracy"] = self._classifier_meta.get("test_accuracy")
+            return results
         results = evaluation.evaluate_images(
             samples, self._classifier, self._test_images, labels=labels, num_classes=self._classifier.num_classes
         )
@@ -86,6 +92,10 @@ class Evaluator:
         if self._classifier is not None:
             return True
         spec = self.spec.dataset
+        if spec.name == stacked_mnist.NAME:  # the MNIST classifier reads each channel
+            self._classifier, self._classifier_meta = classifier_for(DatasetSpec(name="mnist"), self.config)
+            self._test_images = stacked_mnist.stacked_test_images(self.config)
+            return True
         test = load_test_images(spec, self.config)
         if test is not None:  # built-in dataset: train split at native size, test split
             train = load_test_images(spec, self.config, split="train")
@@ -93,10 +103,27 @@ class Evaluator:
             train = test = (self.data.images.cpu(), self.data.labels.cpu())
         else:
             return False
-        native = spec.model_copy(update={"image_size": None, "limit": None})
-        fingerprint = dataset_fingerprint(native, self.config)
-        self._classifier, self._classifier_meta = evaluation.get_classifier(
-            fingerprint, train, test, self.config.cache_dir / "classifiers", num_classes=self.data.num_classes
-        )
+        self._classifier, self._classifier_meta = classifier_for(spec, self.config, train, test, self.data.num_classes)
         self._test_images = test[0]
         return True
+
+
+def classifier_for(
+    spec: DatasetSpec,
+    config: DataConfig,
+    train: tuple[torch.Tensor, torch.Tensor] | None = None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    num_classes: int | None = None,
+) -> tuple[evaluation.DomainClassifier, dict[str, Any]]:
+    """The domain classifier of a dataset, from the cache (``<cache_dir>/classifiers``) or trained
+    there with the fixed recipe of ``evaluation.get_classifier`` (seed 0, 2 epochs): the same data
+    always gives the same classifier, which ``ganforge classifier train`` makes ahead of time.
+    ``train`` / ``test`` default to a built-in dataset's splits at native size."""
+    if train is None or test is None:
+        test = load_test_images(spec, config)
+        if test is None:
+            raise ValueError(f"'{spec.name}' has no built-in labelled splits to train a classifier on")
+        train = load_test_images(spec, config, split="train")
+    native = spec.model_copy(update={"image_size": None, "limit": None})
+    fingerprint = dataset_fingerprint(native, config)
+    return evaluation.get_classifier(fingerprint, train, test, config.cache_dir / "classifiers", num_classes=num_classes)

@@ -1,4 +1,5 @@
-"""Samples from a checkpoint or a final generator file: arrays in data space, grids, interpolations."""
+"""Samples from a checkpoint or a final generator file: arrays in data space, grids, interpolations
+(and the per-job interpolation strip, ``interpolation_png``)."""
 
 from __future__ import annotations
 
@@ -167,3 +168,34 @@ def samples_png(samples: np.ndarray, nrow: int | None = None) -> bytes:
     if samples.ndim == 2:
         return images.scatter_png(samples)
     return images.grid_png(samples, nrow=nrow or max(1, round(math.sqrt(len(samples)))))
+
+
+STRIP_ROWS = 4  # latent paths in an unconditional job's strip
+STRIP_STEPS = 10  # images along each path, ends included
+MAX_STRIP_ROWS = 20  # conditional: one row per class, at most this many classes
+
+
+def interpolation_png(
+    source: LoadedGenerator | dict[str, Any] | str | os.PathLike[str] | bytes,
+    rows: int = STRIP_ROWS,
+    steps: int = STRIP_STEPS,
+    seed: int = 0,
+) -> bytes:
+    """A job's interpolation strip: rows of images along spherical latent paths.
+
+    Unconditional: ``rows`` paths, row r from the latent of seed ``seed + 2r`` to that of
+    ``seed + 2r + 1``. Conditional: one row per class (the first ``MAX_STRIP_ROWS``), all along the
+    same path, so the rows show what the label changes and the columns what z changes. For 2-D
+    points, the paths' points on a scatter plot. Always the raw generator (no rejection sampling).
+    """
+    from gan_core import images
+
+    loaded = source if isinstance(source, LoadedGenerator) else load_generator(source)
+    if loaded.num_classes:
+        paths = [interpolate(loaded, seed, seed + 1, steps, label=c) for c in range(min(loaded.num_classes, MAX_STRIP_ROWS))]
+    else:
+        paths = [interpolate(loaded, seed + 2 * r, seed + 2 * r + 1, steps) for r in range(rows)]
+    samples = np.concatenate(paths)
+    if loaded.is_points:
+        return images.scatter_png(samples)
+    return images.grid_png(samples, nrow=steps)

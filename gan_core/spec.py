@@ -30,13 +30,14 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_devices": 8,
 }
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist", "npz")
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist", "npz")
 POINT_DATASETS = ("ring8", "grid25")
 # Native shape (C, H, W) of the built-in image datasets; npz data is only known once loaded.
-NATIVE_IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28)}
+NATIVE_IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "stacked-mnist": (3, 28, 28)}
 DCGAN_IMAGE_SIZES = (28, 32, 64)
 
-DatasetName = Literal["mnist", "fashion-mnist", "ring8", "grid25", "npz"]
+DatasetName = Literal["mnist", "fashion-mnist", "stacked-mnist", "ring8", "grid25", "npz"]
+STACKED_MNIST_EVAL_SAMPLES = 26_000  # the standard protocol of the 1000-mode benchmark
 Loss = Literal["minimax", "bce", "lsgan", "wgan-gp", "hinge"]
 
 
@@ -99,6 +100,11 @@ class DatasetSpec(_Strict):
             raise _field_error("path", f"only the npz dataset takes a path, not '{self.name}'")
         if self.name in POINT_DATASETS and self.image_size is not None:
             raise _field_error("image_size", f"'{self.name}' is 2-D points; image_size does not apply")
+        if self.channels is not None and self.name != "npz":
+            native = NATIVE_IMAGE_SHAPE.get(self.name)
+            if native is None or native[0] != self.channels:
+                have = f"has {native[0]}" if native else "is 2-D points"
+                raise _field_error("channels", f"'{self.name}' {have}; channels is checked for npz files only")
         return self
 
     @property
@@ -187,7 +193,8 @@ class TrainSpec(_Strict):
 class EvalSpec(_Strict):
     at_end: bool = True
     n_samples: int = Field(
-        0, ge=0, description="samples to evaluate (0 = 2500 for the 2-D mixtures, 5000 for images)"
+        0, ge=0, description="samples to evaluate (0 = 2500 for the 2-D mixtures, 26 000 for stacked-mnist "
+        "(the benchmark's protocol), 5000 for other images)"
     )
 
     _eval_limit = _within("n_samples", "max_eval_samples", "evaluation samples")
@@ -261,6 +268,11 @@ class JobSpec(_Strict):
                 )
             if model.conditioning != "none":
                 raise _field_error("model.conditioning", f"'{data.name}' has no labels; use 'none'")
+        if data.name == "stacked-mnist" and model.conditioning != "none":
+            raise _field_error(
+                "model.conditioning", "stacked-mnist measures how many of its 1000 modes an unconditional "
+                "generator covers; use 'none'"
+            )
         if model.arch == "dcgan":
             size = self.image_size
             if model.variant == "keras" and size not in (None, 28):
@@ -309,6 +321,8 @@ class JobSpec(_Strict):
     def eval_samples(self) -> int:
         if self.eval.n_samples:
             return self.eval.n_samples
+        if self.dataset.name == "stacked-mnist":
+            return STACKED_MNIST_EVAL_SAMPLES
         return 5000 if self.dataset.is_image else 2500
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
-ARTIFACT_KINDS = ("sample_grid", "checkpoint", "final_model", "loss_plot", "evaluation", "log")
+ARTIFACT_KINDS = ("sample_grid", "checkpoint", "final_model", "loss_plot", "interpolation", "evaluation", "log")
 
 
 def utcnow() -> datetime:

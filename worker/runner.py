@@ -19,6 +19,7 @@ from gan_core import distributed, images
 from gan_core.data import DataConfig, DataError, DownloadError
 from gan_core.distributed import SINGLE, Parallel
 from gan_core.evaluation import quality_score
+from gan_core.sampling import interpolation_png
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import datasets, lifecycle
@@ -363,6 +364,8 @@ def _upload_final(services: Services, job_id: str, spec: JobSpec, trainer: Train
                     "application/octet-stream")
     reporter.upload("loss_plot", step, f"jobs/{job_id}/final/loss_plot.png",
                     loss_plot(services, job_id, f"{spec.name}: losses and D accuracy"), "image/png")
+    reporter.upload("interpolation", step, f"jobs/{job_id}/final/interpolation.png",
+                    interpolation_png(trainer.generator_file()), "image/png")
 
 
 def _stopped(services: Services, claim: Claim, spec: JobSpec, trainer: Trainer, reporter: JobReporter,

@@ -78,6 +78,14 @@
       const k = Array.isArray(e.class_histogram) ? e.class_histogram.length : "?";
       out.push(figure("classes covered", `${e.classes_covered} / ${k}`, "classes_covered"));
     }
+    // KID and precision / recall / density / coverage, in the same classifier feature space as the FID.
+    if (typeof e.kid === "number") {
+      const std = typeof e.kid_std === "number" ? ` ± ${gf.num(e.kid_std, 2)}` : "";
+      out.push(figure("KID", gf.num(e.kid, 3) + std, "kid"));
+    }
+    for (const name of ["precision", "recall", "density", "coverage"]) {
+      if (typeof e[name] === "number") out.push(figure(name, gf.num(e[name], 3), name));
+    }
     if ("label_accuracy" in e) out.push(figure("label accuracy", pct(100 * e.label_accuracy), "label_accuracy"));
     if ("mean_confidence" in e) out.push(figure("mean classifier confidence", pct(100 * e.mean_confidence), "mean_confidence"));
     // Discriminator rejection sampling (sampling.rejection): the figures above are for the kept samples.
@@ -89,7 +97,8 @@
     }
     if ("n_samples" in e) out.push(figure("samples evaluated", String(e.n_samples), "n_samples"));
     const shown = new Set(["modes", "modes_min10", "hq_percent", "reverse_kl", "domain_fid", "classes_covered",
-      "label_accuracy", "mean_confidence", "n_samples", "n_modes", "class_histogram", "mode_counts"]);
+      "label_accuracy", "mean_confidence", "n_samples", "n_modes", "class_histogram", "mode_counts",
+      "kid", "kid_std", "precision", "recall", "density", "coverage"]);
     for (const [key, value] of Object.entries(e)) {
       if (!shown.has(key) && (typeof value === "number" || typeof value === "string")) out.push(figure(key, gf.num(value), key));
     }

@@ -66,6 +66,7 @@ def test_job_runs_on_the_worker_and_uploads_everything(services, worker):
     assert [s for k, s in kinds if k == "sample_grid"] == [20, 40, 60]
     assert [s for k, s in kinds if k == "checkpoint"] == [30, 60]
     assert ("final_model", 60) in kinds and ("loss_plot", 60) in kinds and ("evaluation", 60) in kinds
+    assert ("interpolation", 60) in kinds  # the final interpolation strip, uploaded like the loss plot
     assert steps == [10, 20, 30, 40, 50, 60]
     for artifact in artifacts:  # every object is in the store, as recorded
         data = services.storage.get(artifact.key)

@@ -220,8 +220,16 @@ def test_corrupt_cache_is_retrained(trained, tmp_path: Path) -> None:
 def test_real_images_score_well_and_noise_badly(trained) -> None:
     model, (x, y) = trained["model"], trained["test"]
     real = evaluate_images(x[:500], model, x[1000:], labels=y[:500])
-    reference = reference_statistics(model, x[1000:])  # the same figures from precomputed statistics
-    assert evaluate_images(x[:500], model, reference, labels=y[:500]) == real
+    reference = reference_statistics(model, x[1000:])  # the same FID figures from precomputed statistics
+    from_statistics = evaluate_images(x[:500], model, reference, labels=y[:500])
+    distribution = {"kid", "kid_std", "precision", "recall", "density", "coverage"}
+    assert from_statistics == {k: v for k, v in real.items() if k not in distribution}
+    # With the test images themselves, KID and PRDC in the same feature space (they need real features).
+    assert distribution <= set(real) and not distribution & set(from_statistics)
+    noise_full = evaluate_images(torch.rand(500, 1, 28, 28) * 2 - 1, model, x[1000:])
+    assert real["kid"] < noise_full["kid"] / 10 and real["kid_std"] < real["kid"] + noise_full["kid_std"]
+    assert real["precision"] > 0.6 and real["recall"] > 0.6 and real["coverage"] > 0.8
+    assert noise_full["precision"] < 0.1 and noise_full["coverage"] < 0.1
     noise = evaluate_images(torch.rand(500, 1, 28, 28) * 2 - 1, model, reference)
     same = evaluate_images(x[1000:], model, reference)
     assert same["domain_fid"] == pytest.approx(0.0, abs=1e-3)

@@ -118,6 +118,7 @@ def test_cli_train_and_generate(tmp_path, capsys, data_dir):
     printed = capsys.readouterr().out
     assert "final generator" in printed
     assert (out / "final" / "generator.pt").exists() and (out / "loss_plot.png").exists()
+    assert (out / "interpolation.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000003.png", "step-000006.png"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000003.pt", "step-000006.pt"]
     assert [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
