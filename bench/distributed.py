@@ -29,6 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+if __name__ == "__main__":  # what may be missing, checked before anything is imported
+    from bench.prerequisites import Needs
+
+    Needs("bench/distributed.py").python("torch", "numpy").mnist().check()
+
 # Dense bf16 tensor-core peaks (FLOP/s) of one device, from the vendors' data sheets.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
              "RTX 4090": 165e12, "V100": 125e12}
@@ -43,17 +48,6 @@ CUDA_SPEC = {"name": "bench-dcgan64", "dataset": {"name": "mnist", "image_size":
              "model": {"arch": "dcgan", "ngf": 64, "ndf": 64}, "loss": "bce", "device": "cuda",
              "train": {"batch_size": 256}, "sample_every": 1_000_000, "checkpoint_every": 1_000_000,
              "eval": {"at_end": False}}
-
-
-def check_prerequisites(data_dir: str | None) -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        sys.exit("bench/distributed.py needs PyTorch: run scripts/setup (or pip install torch==2.13.0), "
-                 "then . .venv/bin/activate")
-    folder = Path(data_dir or os.environ.get("GANFORGE_DATA_DIR", ROOT.parent / "shared" / "datasets"))
-    if not (folder / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        sys.exit(f"bench/distributed.py needs MNIST under {folder}/mnist (set GANFORGE_DATA_DIR, or . scripts/env)")
 
 
 def run(spec: dict, devices: int, steps: int, log_every: int, threads: int) -> dict:
@@ -178,7 +172,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[100], help="--quality: the seeds")
     parser.add_argument("--data-dir", help="folder holding mnist/ (default: $GANFORGE_DATA_DIR)")
     args = parser.parse_args()
-    check_prerequisites(args.data_dir)
     if args.data_dir:
         os.environ["GANFORGE_DATA_DIR"] = args.data_dir
     if args.quality:
