@@ -97,6 +97,8 @@ def test_batch_limit_comes_from_context():
         (with_(with_(CLASSIC, "model.pack", 2), "model.conditioning", "acgan"), "model.pack", "conditioning"),
         (with_(with_(CLASSIC, "loss", "hinge"), "train.label_smoothing", 0.1), "train.label_smoothing", "no real target"),
         (with_(CLASSIC, "precision", "bf16") | {"device": "cpu"}, "precision", "CUDA"),
+        (with_(with_(CLASSIC, "loss", "wgan-gp"), "train.d_update", "split"), "train.d_update", "gradient penalty"),
+        (with_(CLASSIC, "train.d_fake_mode", "inference"), "train.d_fake_mode", "'train' or 'eval'"),
     ],
 )
 def test_cross_field_errors_name_the_field_and_say_why(doc, field, words):
