@@ -71,6 +71,15 @@ class Evaluator:
         results["rejection"] = {"method": "discriminator", "acceptance": acceptance, "threshold": rejector.threshold}
         return results
 
+    def evaluate_samples(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
+        """The same figures for samples made elsewhere (N, *data_shape), e.g. another library's
+        generator; ``labels`` are the classes a conditional generator was asked for."""
+        if tuple(samples.shape[1:]) != tuple(self.data.shape):
+            raise ValueError(f"samples of shape {tuple(samples.shape[1:])} do not fit this dataset's {self.data.shape}")
+        if not torch.isfinite(samples).all():
+            return {"n_samples": len(samples), "error": "the samples hold non-finite values"}
+        return self._figures(samples.float(), labels)
+
     def _figures(self, samples: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
         n = len(samples)
         if self.data.kind == "points":

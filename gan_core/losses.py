@@ -33,7 +33,13 @@ def _check(loss_name: str) -> None:
 
 
 def d_loss(loss_name: str, real_logits: Tensor, fake_logits: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Discriminator loss (scalar) from the logits of real and of generated samples.
+    """Discriminator loss (scalar): the sum of :func:`d_loss_real` and :func:`d_loss_fake`."""
+    return d_loss_real(loss_name, real_logits, label_smoothing) + d_loss_fake(loss_name, fake_logits)
+
+
+def d_loss_real(loss_name: str, real_logits: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """The real samples' part of the discriminator loss (scalar): every loss here is a sum of a
+    term in the real logits and one in the fake logits, so D may also be updated on each alone.
 
     ``label_smoothing`` s is one-sided (Salimans et al.): the target of real samples becomes
     1 - s, fakes keep 0. It applies to minimax/bce (BCE target) and lsgan (target b = 1 - s);
@@ -44,17 +50,29 @@ def d_loss(loss_name: str, real_logits: Tensor, fake_logits: Tensor, label_smoot
         raise ValueError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
     if label_smoothing and loss_name not in _SMOOTHABLE:
         raise ValueError(f"label smoothing does not apply to the '{loss_name}' loss")
-    r, f = real_logits.float(), fake_logits.float()
+    r = real_logits.float()
     target = 1.0 - label_smoothing
     if loss_name in ("minimax", "bce"):
         # BCE with logits: -t log sigmoid(r) - (1 - t) log(1 - sigmoid(r)) = t sp(-r) + (1 - t) sp(r)
-        real_term = target * F.softplus(-r) + (1.0 - target) * F.softplus(r)
-        return real_term.mean() + F.softplus(f).mean()
+        return (target * F.softplus(-r) + (1.0 - target) * F.softplus(r)).mean()
     if loss_name == "lsgan":
-        return 0.5 * (r - target).pow(2).mean() + 0.5 * f.pow(2).mean()
+        return 0.5 * (r - target).pow(2).mean()
     if loss_name == "wgan-gp":
-        return f.mean() - r.mean()
-    return F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean()  # hinge
+        return -r.mean()
+    return F.relu(1.0 - r).mean()  # hinge
+
+
+def d_loss_fake(loss_name: str, fake_logits: Tensor) -> Tensor:
+    """The generated samples' part of the discriminator loss (scalar); see :func:`d_loss_real`."""
+    _check(loss_name)
+    f = fake_logits.float()
+    if loss_name in ("minimax", "bce"):
+        return F.softplus(f).mean()  # BCE against target 0
+    if loss_name == "lsgan":
+        return 0.5 * f.pow(2).mean()
+    if loss_name == "wgan-gp":
+        return f.mean()
+    return F.relu(1.0 + f).mean()  # hinge
 
 
 def g_loss(loss_name: str, fake_logits: Tensor) -> Tensor:

@@ -184,6 +184,18 @@ class TrainSpec(_Strict):
         description="with several devices: batch-norm statistics over the global batch (SyncBatchNorm), so N devices "
         "train like one; default: on when resources.devices > 1 and the model has batch norm",
     )
+    d_update: Literal["joint", "split"] = Field(
+        "joint",
+        description="'joint': one discriminator optimizer step per d_step on the real and the fake batch together; "
+        "'split': one step on the real batch, then one on the fake batch (the classic Keras tutorial's two "
+        "train_on_batch calls: twice the discriminator updates); not with wgan-gp, whose penalty needs both",
+    )
+    d_fake_mode: Literal["train", "eval"] = Field(
+        "train",
+        description="how G makes the discriminator step's fakes: 'train' (batch statistics, and its batch-norm "
+        "running statistics move, as in pytorch/examples' DCGAN) or 'eval' (the running statistics, left as they "
+        "are: Keras' generator.predict)",
+    )
 
     _steps_limit = _within("steps", "max_steps", "steps")
 
@@ -291,6 +303,8 @@ class JobSpec(_Strict):
                 raise _field_error("train.batch_size", f"must be a multiple of {need}")
             if model.conditioning != "none":
                 raise _field_error("model.pack", "packing cannot be combined with conditioning")
+        if train.d_update == "split" and self.loss == "wgan-gp":
+            raise _field_error("train.d_update", "'split' cannot take the gradient penalty, which needs real and fake")
         if train.label_smoothing and self.loss not in ("minimax", "bce", "lsgan"):
             raise _field_error("train.label_smoothing", f"'{self.loss}' has no real target to smooth")
         if self.sampling.rejection != "none":

@@ -201,8 +201,10 @@ def train_step(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec
         real, real_y = data.sample(batch)
         real, real_y = local(real), local(real_y)
         fake_y = local(noise.labels(batch))
-        with torch.no_grad():
-            fake = G(local(noise.z(batch)), fake_y)
+        fake = make_d_fakes(G, local(noise.z(batch)), fake_y, cfg.d_fake_mode)
+        if cfg.d_update == "split":
+            loss_d, aux, real_logits, fake_logits = split_d_update(state, real, real_y, fake, fake_y, spec)
+            continue
         with parallel.no_sync(D_train):
             real_logits, real_cls = D_train(real, real_y)
         with parallel.no_sync(D_train) if wgan_gp else contextlib.nullcontext():
@@ -251,6 +253,52 @@ def train_step(state: GANState, data: Dataset, noise: NoiseSource, spec: JobSpec
         stats["grad_norm_d"] = norm_d
         stats["grad_norm_g"] = norm_g
     return stats
+
+
+@torch.no_grad()
+def make_d_fakes(G: nn.Module, z: Tensor, y: Tensor | None, mode: str) -> Tensor:
+    """The discriminator step's fakes, without G's graph (``train.d_fake_mode``).
+
+    'train': G as it is (in training: batch statistics, and batch norm's running statistics
+    move); 'eval': batch norm's running statistics, which stay as they were (Keras'
+    ``generator.predict``). G's mode is restored after.
+    """
+    if mode == "train" or not G.training:
+        return G(z, y)
+    G.eval()
+    try:
+        return G(z, y)
+    finally:
+        G.train()
+
+
+def split_d_update(
+    state: GANState, real: Tensor, real_y: Tensor | None, fake: Tensor, fake_y: Tensor | None, spec: JobSpec
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``train.d_update`` 'split': one D optimizer step on the real batch, then one on the fakes
+    (the Keras tutorial's two ``train_on_batch`` calls). Returns the summed loss, the summed
+    acgan loss (0 otherwise), and the logits of the real and of the fake batch (no grad). Each of
+    the two updates goes through ``state.train_d``: data-parallel, each all-reduces its gradients."""
+    D, cfg, loss = state.train_d, spec.train, spec.loss
+    acgan = spec.model.conditioning == "acgan"
+    total = aux_total = torch.zeros((), device=real.device)
+    logits_seen = []
+    for x, y, is_real in ((real, real_y, True), (fake, fake_y, False)):
+        logits, cls = D(x, y)
+        if is_real:
+            part = losses.d_loss_real(loss, logits, label_smoothing=cfg.label_smoothing)
+        else:
+            part = losses.d_loss_fake(loss, logits)
+        if acgan:
+            aux = losses.aux_class_loss(cls, y)
+            part = part + cfg.aux_weight * aux
+            aux_total = aux_total + aux.detach()
+        state.opt_d.zero_grad(set_to_none=True)
+        part.backward()
+        state.opt_d.step()
+        total = total + part.detach()
+        logits_seen.append(logits.detach())
+    return total, aux_total, logits_seen[0], logits_seen[1]
 
 
 def lr_factor(train, step: int) -> float:

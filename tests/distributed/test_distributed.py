@@ -87,6 +87,10 @@ RING = {"name": "ring", "dataset": {"name": "ring8"},
 CLASSIC = {"name": "classic", "dataset": {"name": "mnist", "limit": 4000}, "loss": "bce",
            "model": {"arch": "mlp"}, "train": {"steps": 30, "batch_size": 32, "g_steps": 2}, **common(30),
            "checkpoint_every": 10}
+# The classic preset's Keras-style D step: one update on the reals, one on the fakes (each its own
+# all-reduce), the fakes made from G's running batch-norm statistics.
+CLASSIC_KERAS = {**CLASSIC, "name": "classic-keras",
+                 "train": {**CLASSIC["train"], "d_update": "split", "d_fake_mode": "eval"}}
 # DCGAN with batch norm in both networks, ACGAN's class head, minibatch std, spectral norm and EMA.
 ACGAN = {"name": "acgan", "dataset": {"name": "mnist", "image_size": 32, "limit": 2000},
          "model": {"arch": "dcgan", "ngf": 8, "ndf": 8, "conditioning": "acgan", "minibatch_std": True,
@@ -98,7 +102,8 @@ WGAN_GP = {"name": "wgan", "dataset": {"name": "mnist", "image_size": 32, "limit
            "train": {"steps": 20, "batch_size": 16, "d_steps": 2}, **common(20)}
 
 
-@pytest.mark.parametrize("spec, exact_steps", [(RING, 50), (CLASSIC, 10), (ACGAN, 10), (WGAN_GP, 20)],
+@pytest.mark.parametrize("spec, exact_steps", [(RING, 50), (CLASSIC, 10), (CLASSIC_KERAS, 10), (ACGAN, 10),
+                                               (WGAN_GP, 20)],
                          ids=lambda s: s["name"] if isinstance(s, dict) else "")
 def test_two_processes_train_like_one(spec, exact_steps, tmp_path, data_dir):
     """Exact (1e-4) over ``exact_steps`` steps, losses and every weight, buffer and stream state

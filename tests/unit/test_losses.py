@@ -212,3 +212,22 @@ def test_decision_threshold_and_probability() -> None:
         assert p.tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-2.0)), 0.0])
     for name in ("lsgan", "wgan-gp", "hinge"):
         assert torch.equal(d_probability(name, logits), logits)
+
+
+@pytest.mark.parametrize("name", ["minimax", "bce", "lsgan", "wgan-gp", "hinge"])
+def test_discriminator_loss_is_its_real_part_plus_its_fake_part(name: str) -> None:
+    from gan_core.losses import d_loss_fake, d_loss_real
+
+    smoothing = 0.1 if name in ("minimax", "bce", "lsgan") else 0.0
+    real, fake = d_loss_real(name, t(R), label_smoothing=smoothing), d_loss_fake(name, t(F_))
+    assert d_loss(name, t(R), t(F_), label_smoothing=smoothing).item() == pytest.approx((real + fake).item())
+
+
+def test_discriminator_loss_parts_by_hand() -> None:
+    from gan_core.losses import d_loss_fake, d_loss_real
+
+    # BCE: real part -log sigmoid(r), fake part -log(1 - sigmoid(f)).
+    assert d_loss_real("bce", t(R)).item() == pytest.approx(mean([math.log(1 + math.exp(-r)) for r in R]), rel=1e-6)
+    assert d_loss_fake("bce", t(F_)).item() == pytest.approx(mean([math.log(1 + math.exp(f)) for f in F_]), rel=1e-6)
+    assert d_loss_real("hinge", t(R)).item() == pytest.approx(mean([max(0.0, 1 - r) for r in R]))
+    assert d_loss_fake("wgan-gp", t(F_)).item() == pytest.approx(mean(F_))

@@ -102,6 +102,8 @@ def test_batch_limit_comes_from_context():
          "train.batch_size", "model.pack x resources.devices (4 x 2)"),
         (with_(CLASSIC, "resources", {"devices": 0}), "resources.devices", "greater than or equal to 1"),
         (with_(CLASSIC, "memory_format", "channels_last"), "memory_format", "dcgan"),
+        (with_(with_(CLASSIC, "loss", "wgan-gp"), "train.d_update", "split"), "train.d_update", "gradient penalty"),
+        (with_(CLASSIC, "train.d_fake_mode", "inference"), "train.d_fake_mode", "'train' or 'eval'"),
     ],
 )
 def test_cross_field_errors_name_the_field_and_say_why(doc, field, words):

@@ -215,3 +215,71 @@ def test_linear_lr_decay_reaches_zero_at_the_last_step():
     assert all(a > b for a, b in zip(seen[4:], seen[5:]))
     assert seen[-1] == pytest.approx(2e-3 / 6) and seen[-1] > 0
     assert trainer.state.opt_d.param_groups[0]["lr"] == pytest.approx(1e-3 / 6)
+
+
+def test_d_fake_mode_eval_uses_and_keeps_the_running_statistics():
+    from gan_core.trainer import make_d_fakes
+
+    trainer = Trainer(ring_spec(train={"steps": 5}))
+    trainer.run()  # running statistics away from their initial values
+    G = trainer.state.generator
+    bn = next(m for m in G.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    z = torch.randn(16, 2)
+    before = bn.running_mean.clone()
+
+    fakes = make_d_fakes(G, z, None, "eval")
+    assert G.training, "G's mode must be restored"
+    assert torch.equal(bn.running_mean, before)
+    G.eval()
+    with torch.no_grad():
+        assert torch.equal(fakes, G(z))  # running statistics, as Keras' generator.predict
+    G.train()
+    assert not fakes.requires_grad
+
+    train_fakes = make_d_fakes(G, z, None, "train")
+    assert not torch.equal(bn.running_mean, before)  # batch statistics, and the running ones move
+    assert not torch.allclose(train_fakes, fakes)
+
+
+def test_split_d_update_is_a_step_on_the_reals_then_one_on_the_fakes():
+    import copy
+
+    from gan_core import losses
+    from gan_core.trainer import split_d_update
+
+    spec = ring_spec(train={"d_update": "split"})
+    trainer = Trainer(spec)
+    state = trainer.state
+    D_ref = copy.deepcopy(state.discriminator)
+    opt_ref = torch.optim.Adam(D_ref.parameters(), lr=spec.train.lr_d, betas=(spec.train.beta1, spec.train.beta2))
+    real, _ = trainer.data.sample(16)
+    fake = torch.randn(16, 2)
+
+    loss, aux, real_logits, fake_logits = split_d_update(state, real, None, fake, None, spec)
+
+    ref_real = D_ref(real)[0]
+    opt_ref.zero_grad()
+    losses.d_loss_real("bce", ref_real).backward()
+    opt_ref.step()
+    ref_fake = D_ref(fake)[0]  # after the first update, as Keras' second train_on_batch sees it
+    opt_ref.zero_grad()
+    losses.d_loss_fake("bce", ref_fake).backward()
+    opt_ref.step()
+
+    for p, q in zip(state.discriminator.parameters(), D_ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    torch.testing.assert_close(real_logits, ref_real.detach())
+    torch.testing.assert_close(fake_logits, ref_fake.detach())
+    expected = losses.d_loss_real("bce", ref_real) + losses.d_loss_fake("bce", ref_fake)
+    assert loss.item() == pytest.approx(expected.item())
+    assert aux.item() == 0.0
+
+
+def test_split_d_update_takes_two_discriminator_steps_per_d_step():
+    trainer = Trainer(ring_spec(train={"steps": 3, "d_steps": 2, "d_update": "split", "d_fake_mode": "eval"}))
+    calls = []
+    original = trainer.state.opt_d.step
+    trainer.state.opt_d.step = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    trainer.run()
+    assert len(calls) == 3 * 2 * 2
+    assert all(torch.isfinite(p).all() for p in trainer.state.discriminator.parameters())
