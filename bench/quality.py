@@ -127,6 +127,9 @@ def stacked_report(rows: list[dict[str, Any]], source: str) -> dict[str, Any]:
 
 def stacked_run_row(run: Path) -> dict[str, Any]:
     """The figures of a finished `ganforge train` run directory of the stacked-MNIST preset."""
+    if not (run / "spec.json").exists():
+        raise SystemExit(f"{run}: not a run directory (no spec.json); make one with "
+                         f"`ganforge train presets/stacked-mnist-pacgan.json --out {run}`")
     spec = json.loads((run / "spec.json").read_text())
     if spec["dataset"]["name"] != STACKED:
         raise SystemExit(f"{run}: a run of '{spec['dataset']['name']}', not {STACKED}")

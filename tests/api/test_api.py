@@ -161,10 +161,15 @@ def test_submit_with_the_broker_down_still_keeps_the_job(make_api, caplog):
         (json.dumps({k: v for k, v in SPEC.items() if k != "dataset"}), "application/json", 422, "invalid_spec", "dataset"),
         (json.dumps({**SPEC, "name": "a\u0000b"}), "application/json", 422, "invalid_spec", "name"),
         ('{"name": "\\ud800"}', "application/json", 422, "invalid_spec", "name"),
+        (json.dumps({"name": "s", "dataset": {"name": "stacked-mnist"},
+                     "model": {"arch": "dcgan", "conditioning": "cgan"}}), "application/json", 422, "invalid_spec",
+         "model.conditioning"),
+        (json.dumps({"name": "s", "dataset": {"name": "stacked-mnist", "channels": 1},
+                     "model": {"arch": "dcgan"}}), "application/json", 422, "invalid_spec", "dataset.channels"),
     ],
     ids=["truncated", "empty", "not-utf8", "nan", "too-deep", "text-plain", "no-type", "list", "string",
          "unknown-field", "wrong-type", "impossible-value", "over-deployment-limit", "cross-field", "missing",
-         "nul", "lone-surrogate"],
+         "nul", "lone-surrogate", "stacked-mnist-conditional", "stacked-mnist-one-channel"],
 )
 def test_submit_rejects_bad_input_with_the_envelope(api, body, content_type, status, code, field):
     headers = {"Content-Type": content_type} if content_type else {}
