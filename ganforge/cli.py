@@ -49,7 +49,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     from jobs.logs import configure_logging
     from jobs.services import Services
-    from worker.reconciler import reconcile_once
+    from jobs.reconciler import reconcile_once
 
     settings = _settings()
     configure_logging(settings.log_json)
@@ -133,7 +133,7 @@ def _worker_queues(args: argparse.Namespace) -> tuple[int, str]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.logs import configure_logging
-    from worker.celery_app import make_celery
+    from jobs.broker import make_celery
 
     devices, queues = _worker_queues(args)
     # What this worker can run, for the task and for its announcements (waiting reasons).
@@ -141,7 +141,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os.environ["GANFORGE_WORKER_QUEUES"] = queues
     settings = _settings()
     configure_logging(settings.log_json)
-    app = make_celery(settings.broker_url)
+    app = make_celery(settings.broker_url, include=["worker.tasks"])
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if args.hostname:

@@ -42,7 +42,7 @@ def run_job(job_id: str) -> str:
 @worker_ready.connect
 def _start_reconciler(**_kwargs) -> None:
     from jobs import lifecycle
-    from worker import reconciler
+    from jobs import reconciler
     from worker.runner import default_worker_id
 
     svc = services()
