@@ -13,11 +13,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
 from gan_core.spec import JobSpec, error_details, json_schema, load_spec
+
+if TYPE_CHECKING:
+    from gan_core.data import DataConfig
 
 log = logging.getLogger("ganforge")
 
@@ -52,6 +55,31 @@ def read_spec(path: str, steps: int | None = None, devices: int | None = None) -
             raise CLIError(f"{path}: invalid spec\n" + "\n".join(lines), 2) from None
         raise CLIError(f"{path}: {exc}", 2) from None
     return spec
+
+
+def data_config_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> "DataConfig":
+    """Where a local run finds datasets: GANFORGE_DATA_DIR, GANFORGE_CACHE_DIR and
+    GANFORGE_DATASET_MIRRORS (JSON such as ``{"mnist": ["http://127.0.0.1:8000/mnist/"]}``);
+    keyword arguments win over the environment.
+
+    The one place gan_core reads these variables, for its own command line (``ganforge train``
+    works without the service, and the library never reads the environment). The service reads
+    the same names through jobs.settings.Settings and hands gan_core ``Settings.data_config()``.
+    """
+    from gan_core.data import DataConfig, DataError  # torch: only when a command trains
+
+    env = os.environ if env is None else env
+    kwargs: dict[str, Any] = {}
+    if value := env.get("GANFORGE_DATA_DIR"):
+        kwargs["data_dir"] = Path(value)
+    if value := env.get("GANFORGE_CACHE_DIR"):
+        kwargs["cache_dir"] = Path(value)
+    if value := env.get("GANFORGE_DATASET_MIRRORS"):
+        try:
+            kwargs["mirrors"] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"GANFORGE_DATASET_MIRRORS is not valid JSON: {exc}") from exc
+    return DataConfig(**{**kwargs, **overrides})
 
 
 # ---- train -------------------------------------------------------------------------------
@@ -154,7 +182,7 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
 
     from gan_core import checkpoint as ckpt
     from gan_core import images
-    from gan_core.data import DataConfig, DataError
+    from gan_core.data import DataError
     from gan_core.launch import stop_requested
     from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 
@@ -214,7 +242,7 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     callbacks = LocalRun() if main else Callbacks()
     try:
-        trainer = Trainer(spec, data_config=DataConfig.from_env(**overrides), callbacks=callbacks, resume_from=resume,
+        trainer = Trainer(spec, data_config=data_config_from_env(**overrides), callbacks=callbacks, resume_from=resume,
                           device=device, parallel=parallel)
         bar.update(trainer.state.step)
         result = trainer.run()

@@ -222,23 +222,6 @@ class DataConfig:
         if self.download_timeout <= 0:
             raise DataError("download_timeout must be positive")
 
-    @classmethod
-    def from_env(cls, **overrides: object) -> DataConfig:
-        """Read GANFORGE_DATA_DIR, GANFORGE_CACHE_DIR and GANFORGE_DATASET_MIRRORS (JSON such as
-        ``{"mnist": ["http://127.0.0.1:8000/mnist/"]}``); keyword arguments win over the env."""
-        kwargs: dict[str, object] = {}
-        if value := os.environ.get("GANFORGE_DATA_DIR"):
-            kwargs["data_dir"] = Path(value)
-        if value := os.environ.get("GANFORGE_CACHE_DIR"):
-            kwargs["cache_dir"] = Path(value)
-        if value := os.environ.get("GANFORGE_DATASET_MIRRORS"):
-            try:
-                kwargs["mirrors"] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"GANFORGE_DATASET_MIRRORS is not valid JSON: {exc}") from exc
-        kwargs.update(overrides)
-        return cls(**kwargs)  # type: ignore[arg-type]
-
     def mirrors_for(self, name: str) -> tuple[str, ...]:
         if self.mirrors is not None and name in self.mirrors:
             return tuple(self.mirrors[name])

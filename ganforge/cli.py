@@ -35,7 +35,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     if args.action == "upgrade":
         upgrade(settings.database_url, args.revision or "head")
     else:
@@ -72,7 +72,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     db = Database(settings.database_url)
     try:
         if args.action == "create":
@@ -221,7 +221,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     os.environ.setdefault("GANFORGE_MODE", "embedded")
     settings = _settings()
     _check_embedded_host(settings, args.host)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_data_dir()
     from jobs.logs import configure_logging
     from jobs.migrate import upgrade
 

@@ -172,7 +172,7 @@ def main() -> int:
         result = runner.run_claimed(Services.from_settings(settings), claim, _StopFile(), parallel)
         Path(os.environ[OUTCOME_ENV]).write_text(result)
     else:
-        runner.follow_claimed(parallel)
+        runner.follow_claimed(parallel, settings.data_config())
     distributed.shutdown(parallel)
     return 0
 

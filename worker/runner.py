@@ -251,6 +251,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     uploader = Uploader(services, claim, settings.data_dir / "spool", after_upload=retention)
     reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
     try:
+        data_config = settings.data_config()  # a bad GANFORGE_DATASET_MIRRORS fails the job, naming it
         # user data: allowed sources, size-capped (the other ranks read the same local copy)
         spec = parallel.share(lambda: datasets.localise(spec, settings, job_id))
         trainer = None
@@ -261,7 +262,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                 return distributed.checkpoint_bytes(found), 0.5 ** divergences
 
             resume_bytes, lr_scale = parallel.share(resume_point)
-            trainer = _trainer(spec, reporter, resume_bytes, lr_scale, trainer, parallel)
+            trainer = _trainer(spec, data_config, reporter, resume_bytes, lr_scale, trainer, parallel)
             if resume_bytes is not None:
                 log.info("job %s resumes from step %d", job_id, trainer.state.step)
             try:
@@ -313,15 +314,16 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
         datasets.discard(job_id)
 
 
-def follow_claimed(parallel: Parallel) -> str:
+def follow_claimed(parallel: Parallel, data_config: DataConfig) -> str:
     """A rank other than 0 of a data-parallel job: trains its slice, talks to nobody but the
-    other ranks; the spec, the checkpoint to resume from and every decision come from rank 0."""
+    other ranks; the spec, the checkpoint to resume from and every decision come from rank 0
+    (``data_config``: from the settings of the environment the ranks inherit)."""
     try:
         spec = parallel.share(None)
         trainer = None
         while True:
             resume_bytes, lr_scale = parallel.share(None)
-            trainer = _trainer(spec, Callbacks(), resume_bytes, lr_scale, trainer, parallel)
+            trainer = _trainer(spec, data_config, Callbacks(), resume_bytes, lr_scale, trainer, parallel)
             try:
                 result = trainer.run()
                 return "stopped" if result.stopped else "trained"
@@ -333,13 +335,13 @@ def follow_claimed(parallel: Parallel) -> str:
         return "rank0_failed"
 
 
-def _trainer(spec: JobSpec, callbacks: Callbacks, resume_bytes: bytes | None, lr_scale: float,
-             previous: Trainer | None, parallel: Parallel) -> Trainer:
+def _trainer(spec: JobSpec, data_config: DataConfig, callbacks: Callbacks, resume_bytes: bytes | None,
+             lr_scale: float, previous: Trainer | None, parallel: Parallel) -> Trainer:
     resume = ckpt.load(resume_bytes, expect=ckpt.TRAINING_FORMAT) if resume_bytes is not None else None
     device = None
     if parallel.enabled:
         device = str(distributed.device_for(spec.device, parallel.local_rank))
-    trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=callbacks, resume_from=resume,
+    trainer = Trainer(spec, data_config=data_config, callbacks=callbacks, resume_from=resume,
                       dataset=previous.data if previous is not None else None, device=device, parallel=parallel)
     trainer.lr_scale = lr_scale
     return trainer
