@@ -1,6 +1,8 @@
-"""``ganforge`` local commands: train, generate, validate, schema — no server needed.
+"""gan_core's own command line: train, generate, validate, schema — no server needed.
 
-The service adds its own commands to the same parser (see ``add_commands``).
+``python -m gan_core.cli`` runs it (the multi-device launcher starts each rank so); the
+``ganforge`` command adds the service's and the client's commands to the same parser
+(``add_commands``) and runs it with ``run``.
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- generate ------------------------------------------------------------------------------
-def _parse_labels(text: str | None) -> list[int] | int | None:
+def parse_labels(text: str | None) -> list[int] | int | None:
     if text is None:
         return None
     try:
@@ -311,7 +313,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         raise CLIError("--out must end in .npy (float32 samples) or .png (a grid)", 2)
     try:
-        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=_parse_labels(args.labels),
+        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=parse_labels(args.labels),
                            device=args.device, rejection=not args.no_rejection)
     except (ckpt.CheckpointError, RejectionError) as exc:
         raise CLIError(str(exc)) from None
@@ -382,8 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    parser = parser or build_parser()
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command: a CLIError is one message on stderr and its exit code."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
