@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from api.errors import APIError, invalid
 from api.generation import Busy, label_problem
-from api.jobs import _artifacts, _invalid_body, _object_body, _require_job, downsample, load_job_generator
+from api.jobs import _invalid_body, _object_body, _require_job, load_job_generator
+from api.read_model import artifacts, downsample
 from api.schemas import InterpolateRequest
 from api.state import generation, services
 from api.validation import check_id, query_int
@@ -41,7 +42,7 @@ def samples_gif(job_id: str):
     svc = services()
     with svc.db.read() as session:
         _require_job(session, job_id)
-        grids = _artifacts(session, job_id, "sample_grid")
+        grids = artifacts(session, job_id, "sample_grid")
     if not grids:
         raise APIError(409, "no_samples", "the job has no sample grids yet; try again once it has saved one")
     _, picked = downsample([g.step for g in grids], grids, max_frames)

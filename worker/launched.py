@@ -32,6 +32,7 @@ from jobs import lifecycle
 from jobs.lifecycle import Claim
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
+from jobs.storage import attempt_log_key
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _upload_log(services: Services, claim: Claim, path: Path) -> None:
     """The attempt's log (every line tagged with its rank by the launcher) into the store."""
     try:
         data = path.read_bytes()
-        key = f"jobs/{claim.job_id}/logs/attempt-{claim.attempt}.log"
+        key = attempt_log_key(claim.job_id, claim.attempt)
         services.storage.put(key, data, "text/plain; charset=utf-8")
         lifecycle.record_attempt_log(services.db, claim.job_id, claim.attempt, key, data)
     except Exception as exc:  # the job's outcome does not depend on its log

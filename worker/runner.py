@@ -23,10 +23,10 @@ from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import datasets, lifecycle
 from jobs.lifecycle import Claim, LeaseLost
-from jobs.models import Artifact, Metric
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
-from jobs.storage import ObjectNotFound, StorageError, checkpoint_key, final_key, sample_key
+from jobs.storage import (ObjectNotFound, StorageError, checkpoint_key, evaluation_key, final_key, loss_plot_key,
+                          sample_key)
 from worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,7 @@ class JobReporter(Callbacks):
                     "application/octet-stream")
 
     def on_evaluation(self, step: int, results: dict[str, Any]) -> None:
-        key = f"jobs/{self.claim.job_id}/evaluation/step-{step:06d}.json"
-        self.upload("evaluation", step, key, json.dumps(results).encode(), "application/json",
+        self.upload("evaluation", step, evaluation_key(self.claim.job_id, step), json.dumps(results).encode(), "application/json",
                     score=quality_score(results))
 
     def should_stop(self) -> bool:
@@ -166,12 +165,7 @@ def latest_checkpoint(services: Services, job_id: str, patience_seconds: float =
     ``patience_seconds`` (an outage must not fail a job that is resuming); a missing object is
     not retried.
     """
-    from sqlalchemy import select
-
-    with services.db.session() as session:
-        artifact = session.execute(
-            select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint").order_by(Artifact.step.desc()).limit(1)
-        ).scalar_one_or_none()
+    artifact = lifecycle.latest_artifact(services.db, job_id, "checkpoint")
     if artifact is None:
         return None
     deadline, delay = time.monotonic() + patience_seconds, BACKOFF_START
@@ -191,15 +185,7 @@ def latest_checkpoint(services: Services, job_id: str, patience_seconds: float =
 
 
 def loss_plot(services: Services, job_id: str, title: str) -> bytes:
-    from sqlalchemy import select
-
-    series: dict[str, list[tuple[int, float]]] = {"loss_d": [], "loss_g": [], "acc_d": []}
-    with services.db.session() as session:
-        rows = session.execute(
-            select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id, Metric.name.in_(list(series))).order_by(Metric.step)
-        ).all()
-    for name, step, value in rows:
-        series[name].append((step, value))
+    series = lifecycle.metric_series(services.db, job_id, ("loss_d", "loss_g", "acc_d"))
     return images.line_plot_png(series, title=title)
 
 
@@ -275,7 +261,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                         return -1
                     with reporter.long_operation("drain"):
                         uploader.drain(settings.upload_patience_seconds)  # the last good checkpoint is in the store
-                    back_to = _latest_checkpoint_step(services, job_id)
+                    back_to = lifecycle.latest_checkpoint_step(services.db, job_id)
                     log.warning("job %s diverged at step %d; rolling back to step %d with halved learning rates",
                                 job_id, exc.step, back_to)
                     return lifecycle.record_divergence(
@@ -347,19 +333,11 @@ def _trainer(spec: JobSpec, data_config: DataConfig, callbacks: Callbacks, resum
     return trainer
 
 
-def _latest_checkpoint_step(services: Services, job_id: str) -> int:
-    from sqlalchemy import func, select
-
-    with services.db.read() as session:
-        return session.scalar(select(func.max(Artifact.step)).where(Artifact.job_id == job_id,
-                                                                    Artifact.kind == "checkpoint")) or 0
-
-
 def _upload_final(services: Services, job_id: str, spec: JobSpec, trainer: Trainer, reporter: JobReporter,
                   step: int) -> None:
     reporter.upload("final_model", step, final_key(job_id), ckpt.to_bytes(trainer.generator_file()),
                     "application/octet-stream")
-    reporter.upload("loss_plot", step, f"jobs/{job_id}/final/loss_plot.png",
+    reporter.upload("loss_plot", step, loss_plot_key(job_id),
                     loss_plot(services, job_id, f"{spec.name}: losses and D accuracy"), "image/png")
 
 
