@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gan_core.evaluation import evaluate_images, get_classifier  # noqa: E402
+from gan_core.quality import evaluate_images, get_classifier  # noqa: E402
 
 MNIST_DIR = Path("/work/shared/datasets/mnist")
 

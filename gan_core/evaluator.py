@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_core import evaluation, rejection
+from gan_core import quality, rejection
 from gan_core.data import DataConfig, Dataset, dataset_fingerprint, load_test_images
 from gan_core.spec import JobSpec
 
@@ -27,7 +27,7 @@ class Evaluator:
         self.spec = spec
         self.data = data
         self.config = config
-        self._classifier: evaluation.DomainClassifier | None = None
+        self._classifier: quality.DomainClassifier | None = None
         self._classifier_meta: dict[str, Any] = {}
         self._test_images: torch.Tensor | None = None
 
@@ -72,10 +72,10 @@ class Evaluator:
     def _figures(self, samples: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
         n = len(samples)
         if self.data.kind == "points":
-            return evaluation.evaluate_mixture(samples, self.data.centers.cpu(), self.data.sigma)
+            return quality.evaluate_mixture(samples, self.data.centers.cpu(), self.data.sigma)
         if not self._ensure_classifier():
             return {"n_samples": n, "note": "no labels in this dataset: no domain classifier, no FID"}
-        results = evaluation.evaluate_images(
+        results = quality.evaluate_images(
             samples, self._classifier, self._test_images, labels=labels, num_classes=self._classifier.num_classes
         )
         results["classifier_test_accuracy"] = self._classifier_meta.get("test_accuracy")
@@ -95,7 +95,7 @@ class Evaluator:
             return False
         native = spec.model_copy(update={"image_size": None, "limit": None})
         fingerprint = dataset_fingerprint(native, self.config)
-        self._classifier, self._classifier_meta = evaluation.get_classifier(
+        self._classifier, self._classifier_meta = quality.get_classifier(
             fingerprint, train, test, self.config.cache_dir / "classifiers", num_classes=self.data.num_classes
         )
         self._test_images = test[0]

@@ -12,13 +12,13 @@ import time
 from typing import Any, Iterator
 
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gan_core import checkpoint as ckpt
 from gan_core import distributed, images
 from gan_core.data import DataConfig, DataError
 from gan_core.distributed import SINGLE, Parallel
-from gan_core.evaluation import quality_score
+from gan_core.quality import quality_score
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import datasets, lifecycle
@@ -130,8 +130,6 @@ class JobReporter(Callbacks):
 def with_db_retry(call, budget_seconds: float):
     """Run ``call``; while the database connection fails, retry with backoff for up to
     ``budget_seconds`` (a restarted database, a dropped connection). LeaseLost is not retried."""
-    from sqlalchemy.exc import DBAPIError
-
     deadline = time.monotonic() + budget_seconds
     delay = 0.2
     while True:
@@ -213,6 +211,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         problems = "; ".join(f"{d['field']}: {d['problem']}" for d in error_details(exc))
         return _fail(services, claim, f"the job's spec is no longer valid here: {problems}")
     if spec.resources.devices > 1:
+        # Deliberately lazy (a cycle): each rank runs worker.launched as __main__, which imports this module.
         from worker.launched import run_launched
 
         return run_launched(services, claim, spec, drain)
