@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import torch
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
@@ -23,6 +24,8 @@ from api.read_model import artifacts, downsample
 from api.schemas import InterpolateRequest
 from api.state import generation, services
 from api.validation import check_id, query_int
+from gan_core.images import MIXTURE_EXTENTS, gif_bytes, scatter_png
+from gan_core.sampling import interpolate, samples_png
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ def samples_gif(job_id: str):
                "Content-Disposition": f'attachment; filename="timeline-{job_id[:8]}.gif"'}
     if etag in request.if_none_match:
         return Response(status=304, headers=headers)
-    from gan_core.images import gif_bytes
-
     frames = [svc.storage.get(g.key) for g in picked]  # ObjectNotFound → 404, StorageError → 503
     try:
         body = gif_bytes(frames, duration_ms=frame_ms)
@@ -84,16 +85,10 @@ def interpolate_samples(job_id: str):
         raise invalid("label", problem.replace("labels", "label"))
 
     def work() -> bytes:
-        import torch
-
-        from gan_core.sampling import interpolate, samples_png
-
         with torch.no_grad():
             path = interpolate(loaded, req.seed_a, req.seed_b, steps=req.steps, label=label)
         if loaded.is_points:
             # The path's points on the dataset's fixed square, so strips of two seeds compare.
-            from gan_core.images import MIXTURE_EXTENTS, scatter_png
-
             extent = MIXTURE_EXTENTS.get(loaded.spec.dataset.name)
             return scatter_png(path, extent=extent, title=f"seed {req.seed_a} -> {req.seed_b}, {req.steps} steps")
         # One row: the strip reads left (seed_a) to right (seed_b).

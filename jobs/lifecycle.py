@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gan_core.spec import JobSpec
@@ -144,8 +145,6 @@ def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, 
     with one key insert once: the unique (tenant, key) index refuses the second, which then
     reads the first one's job.
     """
-    from sqlalchemy.exc import IntegrityError
-
     for _ in range(2):
         found = idempotent_job(db, tenant, idempotency_key, request_hash)
         if found is not None:
