@@ -17,7 +17,7 @@ from api.schemas import DETAIL_COLUMNS, SUMMARY_COLUMNS
 from jobs.models import Artifact, Job, JobEvent, Metric
 
 
-# Built once: constructing the statement (and its tenant filter) per request cost ~0.1 ms.
+# Built once, not per request (bench/README.md, "Job view statements").
 _JOB_ROW = select(*DETAIL_COLUMNS).where(Job.id == bindparam("job_id"))
 _OWNED_JOB_ROW = _JOB_ROW.where(Job.tenant == bindparam("tenant"))
 
@@ -49,8 +49,9 @@ class Event(NamedTuple):
 
 class _PgJobView:
     """The job view's statement on PostgreSQL, run on the pooled connection's own psycopg cursor as
-    a server-side prepared statement. SQLAlchemy's result machinery (a cursor description and row
-    processors per execution) cost twice the query itself: 0.35 -> 0.15 ms CPU per read."""
+    a server-side prepared statement, without SQLAlchemy's result machinery (a cursor description
+    and row processors per execution), which cost more than the query (bench/README.md, "Job
+    view statements")."""
 
     Row = namedtuple("Row", [column.key for column in DETAIL_COLUMNS] + ["events_json"])
 

@@ -190,12 +190,9 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     """The production API server's command line (``ganforge api``; bench/service.py runs the same).
 
     gthread workers keep connections alive (clients poll); the app logs each request itself.
-    Defaults measured on 2 cores (bench/service.py, GET of a running job): one worker per core
-    (5 workers, the usual 2 x cores + 1, did about half as well: the processes only contend for
-    the cores), 2 to 4 threads each alike (4 leave room for slow requests), and SO_REUSEPORT (a
-    listening socket per worker) so the kernel spreads connections over the workers: with one
-    shared socket a worker could take most of the long-lived keep-alive connections while the
-    other idled (767 req/s and p99 288 ms in such runs).
+    One worker per core, 4 threads each (room for slow requests) and a listening socket per
+    worker (SO_REUSEPORT, so the kernel spreads the keep-alive connections over the workers):
+    the defaults bench/service.py settled on, figures in bench/README.md ("GET /v1/jobs/{id}").
     """
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
             "--workers", str(workers or _usable_cpus()), "--worker-class", "gthread", "--threads", str(threads),
