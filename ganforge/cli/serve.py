@@ -2,7 +2,7 @@
 
 Each command imports the service modules it uses when it runs (deliberately lazy): the client
 and local commands share this parser, and ``ganforge status`` or ``ganforge train`` should not
-load SQLAlchemy, Celery, Flask and alembic first (about 1 s on a quiet machine, 2.5 s on a busy one).
+load SQLAlchemy, Celery, Flask and alembic first.
 """
 
 from __future__ import annotations
