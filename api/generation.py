@@ -16,10 +16,13 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
-if TYPE_CHECKING:
-    from gan_core.sampling import LoadedGenerator
+import numpy as np
+import torch
+
+from gan_core.checkpoint import CheckpointError
+from gan_core.sampling import LoadedGenerator, generate, load_generator, samples_png
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,6 @@ class GenerationRuntime:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        from gan_core.checkpoint import CheckpointError
-        from gan_core.sampling import load_generator
-
         # Built outside the lock: two first requests may both load; the second insert wins.
         try:
             loaded = load_generator(read())
@@ -134,11 +134,6 @@ def render(loaded: LoadedGenerator, n: int, seed: int, labels: Sequence[int] | i
     """(body, content type): a PNG grid (or scatter plot for 2-D points) or a ``.npy`` array.
 
     Raises ``gan_core.rejection.RejectionError`` when rejection sampling keeps too few samples."""
-    import numpy as np
-    import torch
-
-    from gan_core.sampling import generate, samples_png
-
     with torch.no_grad():
         samples: Any = generate(loaded, n, seed=seed, labels=labels, rejection=rejection)
     if fmt == "png":

@@ -13,15 +13,19 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import torch
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
 from api.errors import APIError, invalid
 from api.generation import Busy, label_problem
-from api.jobs import _artifacts, _invalid_body, _object_body, _require_job, downsample, load_job_generator
+from api.jobs import _invalid_body, _object_body, _require_job, load_job_generator
+from api.read_model import artifacts, downsample
 from api.schemas import InterpolateRequest
 from api.state import generation, services
 from api.validation import check_id, query_int
+from gan_core.images import MIXTURE_EXTENTS, gif_bytes, scatter_png
+from gan_core.sampling import interpolate, samples_png
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def samples_gif(job_id: str):
     svc = services()
     with svc.db.read() as session:
         _require_job(session, job_id)
-        grids = _artifacts(session, job_id, "sample_grid")
+        grids = artifacts(session, job_id, "sample_grid")
     if not grids:
         raise APIError(409, "no_samples", "the job has no sample grids yet; try again once it has saved one")
     _, picked = downsample([g.step for g in grids], grids, max_frames)
@@ -51,8 +55,6 @@ def samples_gif(job_id: str):
                "Content-Disposition": f'attachment; filename="timeline-{job_id[:8]}.gif"'}
     if etag in request.if_none_match:
         return Response(status=304, headers=headers)
-    from gan_core.images import gif_bytes
-
     frames = [svc.storage.get(g.key) for g in picked]  # ObjectNotFound → 404, StorageError → 503
     try:
         body = gif_bytes(frames, duration_ms=frame_ms)
@@ -83,16 +85,10 @@ def interpolate_samples(job_id: str):
         raise invalid("label", problem.replace("labels", "label"))
 
     def work() -> bytes:
-        import torch
-
-        from gan_core.sampling import interpolate, samples_png
-
         with torch.no_grad():
             path = interpolate(loaded, req.seed_a, req.seed_b, steps=req.steps, label=label)
         if loaded.is_points:
             # The path's points on the dataset's fixed square, so strips of two seeds compare.
-            from gan_core.images import MIXTURE_EXTENTS, scatter_png
-
             extent = MIXTURE_EXTENTS.get(loaded.spec.dataset.name)
             return scatter_png(path, extent=extent, title=f"seed {req.seed_a} -> {req.seed_b}, {req.steps} steps")
         # One row: the strip reads left (seed_a) to right (seed_b).

@@ -10,24 +10,21 @@ import hashlib
 import json
 import logging
 import re
-from collections import namedtuple
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Sequence
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, literal_column, select, tuple_
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from api import read_model
 from api.auth import principal, scoped
 from api.errors import APIError, invalid, not_found
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
 from api.limits import check_submission
 from api.schemas import (
-    DETAIL_COLUMNS,
-    SUMMARY_COLUMNS,
     GenerateRequest,
     artifact_to_dict,
     decode_cursor,
@@ -38,9 +35,10 @@ from api.schemas import (
 )
 from api.state import finished_views, generation, services, signer
 from api.validation import check_id, json_body, query_int, query_str
+from gan_core.rejection import RejectionError
 from gan_core.spec import JobSpec, error_details
 from jobs import datasets, lifecycle
-from jobs.models import STATUSES, Artifact, Job, JobEvent, Metric
+from jobs.models import STATUSES, Artifact, Job
 from jobs.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -75,76 +73,13 @@ def _require_job(session: Session, job_id: str) -> None:
         raise not_found("job")
 
 
-# Built once: constructing the statement (and its tenant filter) per request cost ~0.1 ms.
-_JOB_ROW = select(*DETAIL_COLUMNS).where(Job.id == bindparam("job_id"))
-_OWNED_JOB_ROW = _JOB_ROW.where(Job.tenant == bindparam("tenant"))
-
-
-# PostgreSQL: the event history rides along in the job's row as one JSON array (one round trip
-# instead of two; times as epoch seconds, whatever the server's TimeZone).
-_EVENTS_JSON = (
-    select(func.coalesce(
-        func.json_agg(aggregate_order_by(
-            func.json_build_array(func.extract("epoch", JobEvent.at), JobEvent.from_status, JobEvent.to_status,
-                                  JobEvent.attempt, JobEvent.message),
-            JobEvent.id)),
-        literal_column("'[]'::json")))
-    .where(JobEvent.job_id == Job.id).correlate(Job).scalar_subquery().label("events_json")
-)
-_PG_JOB_ROW = select(*DETAIL_COLUMNS, _EVENTS_JSON).where(Job.id == bindparam("job_id"))
-_PG_OWNED_JOB_ROW = _PG_JOB_ROW.where(Job.tenant == bindparam("tenant"))
-_EVENTS = (select(JobEvent.at, JobEvent.from_status, JobEvent.to_status, JobEvent.attempt, JobEvent.message)
-           .where(JobEvent.job_id == bindparam("job_id")).order_by(JobEvent.id))
-
-
-class _Event(NamedTuple):
-    at: datetime
-    from_status: str | None
-    to_status: str
-    attempt: int
-    message: str
-
-
-class _PgJobView:
-    """The job view's statement on PostgreSQL, run on the pooled connection's own psycopg cursor as
-    a server-side prepared statement. SQLAlchemy's result machinery (a cursor description and row
-    processors per execution) cost twice the query itself: 0.35 -> 0.15 ms CPU per read."""
-
-    Row = namedtuple("Row", [column.key for column in DETAIL_COLUMNS] + ["events_json"])
-
-    def __init__(self) -> None:
-        self._sql: dict[tuple[int, bool], str] = {}
-
-    def fetch(self, conn: Connection, admin: bool, params: dict[str, Any]) -> Row | None:
-        key = (id(conn.dialect), admin)
-        sql = self._sql.get(key)
-        if sql is None:
-            sql = self._sql[key] = str((_PG_JOB_ROW if admin else _PG_OWNED_JOB_ROW).compile(dialect=conn.dialect))
-        with conn.connection.driver_connection.cursor() as cursor:
-            cursor.execute(sql, params, prepare=True)
-            row = cursor.fetchone()
-        return None if row is None else self.Row._make(row)
-
-
-_PG_JOB_VIEW = _PgJobView()
-
-
 def _job_view(conn: Connection, job_id: str) -> dict[str, Any]:
     # Plain rows, not ORM objects: this is the most polled endpoint.
     who = principal()  # another tenant's job is not found (admins see all)
-    params = {"job_id": job_id, "tenant": who.tenant}
-    if conn.dialect.name == "postgresql":
-        job = _PG_JOB_VIEW.fetch(conn, who.is_admin, params)
-        if job is None:
-            raise not_found("job")
-        events = [_Event(datetime.fromtimestamp(float(at), timezone.utc), before, after, attempt, message)
-                  for at, before, after, attempt, message in job.events_json]
-        view = job_to_dict(job, events)
-    else:
-        job = conn.execute(_JOB_ROW if who.is_admin else _OWNED_JOB_ROW, params).one_or_none()
-        if job is None:
-            raise not_found("job")
-        view = job_to_dict(job, list(conn.execute(_EVENTS, params)))
+    found = read_model.job_row(conn, job_id, None if who.is_admin else who.tenant)
+    if found is None:
+        raise not_found("job")
+    view = job_to_dict(*found)
     view["devices"] = (view.get("spec") or {}).get("resources", {}).get("devices", 1)
     view["logs_url"] = url_for("jobs.job_logs", job_id=job_id)
     view["waiting_reason"] = None
@@ -154,12 +89,6 @@ def _job_view(conn: Connection, job_id: str) -> dict[str, Any]:
             view["waiting_reason"] = lifecycle.waiting_reason(session, view["queue"], live)
     finished_views().put(job_id, None if who.is_admin else who.tenant, view)
     return view
-
-
-def _artifacts(session: Session, job_id: str, kind: str) -> list[Artifact]:
-    return list(session.scalars(
-        select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind).order_by(Artifact.step, Artifact.id)
-    ))
 
 
 def _download(artifact: Artifact) -> dict[str, Any]:
@@ -180,93 +109,6 @@ def _download(artifact: Artifact) -> dict[str, Any]:
         url = url_for("artifacts.content", artifact_id=artifact.id, expires=expires, signature=signature, _external=True)
         expires_at = datetime.fromtimestamp(expires, timezone.utc)
     return artifact_to_dict(artifact, url, expires_at)
-
-
-def downsample(steps: Sequence[int], values: Sequence[Any], max_points: int | None) -> tuple[list[int], list[Any]]:
-    """At most ``max_points`` evenly strided points, always keeping the first and the last."""
-    n = len(steps)
-    if max_points is None or n <= max_points:
-        return list(steps), list(values)
-    picks = _picks(n, max_points)
-    return [steps[i] for i in picks], [values[i] for i in picks]
-
-
-def _picks(n: int, m: int) -> list[int]:
-    """Indices of ``m`` of ``n > m`` points: ceil(i·(n-1)/(m-1)) for i in 0..m-1, strictly
-    increasing (the stride exceeds 1), from the first point to the last."""
-    return [(i * (n - 1) + m - 2) // (m - 1) for i in range(m)]
-
-
-def _metric_rows(session: Session, job_id: str, names: list[str] | None, since_step: int | None,
-                 max_points: int | None) -> list[Any]:
-    """(name, step, value) rows ordered by name and step, at most ``max_points`` per series.
-
-    Downsampling reads only the rows it keeps: a 12 000-step job would otherwise send every row
-    of every series through Python to keep one in twenty. Series are logged every ``log_every``
-    steps, so a series of n points from step lo to hi is usually the progression lo + k·stride
-    and its picks can be asked for by step (one query for all the series logged together); a
-    series with other steps (a resumed run, a changed log_every, a non-finite value left out)
-    is read whole and picked here.
-    """
-    where = [Metric.job_id == job_id]
-    if since_step is not None:
-        where.append(Metric.step > since_step)
-    columns = (Metric.name, Metric.step, Metric.value)
-    if max_points is None:
-        if names is not None:
-            where.append(Metric.name.in_(names))
-        return list(session.execute(select(*columns).where(*where).order_by(Metric.name, Metric.step)))
-    # Core rows straight from the connection: a little cheaper than the ORM's result machinery.
-    connection = session.connection()
-    if names is None:
-        names = list(connection.scalars(select(Metric.name).where(Metric.job_id == job_id).distinct()))
-    names = sorted(names)
-    if not names:
-        return []
-    m = max_points
-
-    # First step, last step and count of every series in one statement; a min and a max each
-    # alone, so the database seeks to an end of the (job, name, step) index.
-    def series_stats(name: str) -> list[Any]:
-        in_series = (*where, Metric.name == name)
-        return [select(func.min(Metric.step)).where(*in_series).scalar_subquery(),
-                select(func.max(Metric.step)).where(*in_series).scalar_subquery(),
-                select(func.count()).where(*in_series).scalar_subquery()]
-
-    stats = connection.execute(select(*[col for name in names for col in series_stats(name)])).one()
-    kept: dict[str, list[Any]] = {}
-    short: list[str] = []
-    irregular: list[str] = []
-    progressions: dict[tuple[int, int, int], list[str]] = {}
-    for i, name in enumerate(names):
-        lo, hi, n = stats[3 * i: 3 * i + 3]
-        if not n:
-            continue
-        if n <= m:
-            short.append(name)
-            continue
-        stride, rest = divmod(hi - lo, n - 1)
-        (irregular if rest else progressions.setdefault((lo, stride, n), [])).append(name)
-    if short:
-        for row in connection.execute(select(*columns).where(*where, Metric.name.in_(short))
-                                      .order_by(Metric.name, Metric.step)):
-            kept.setdefault(row.name, []).append(row)
-    for (lo, stride, n), group in progressions.items():
-        # m look-ups by step (measured faster than scanning with the pick rule as a condition).
-        wanted = [lo + k * stride for k in _picks(n, m)]
-        found: dict[str, list[Any]] = {name: [] for name in group}
-        for row in connection.execute(select(*columns).where(*where, Metric.name.in_(group), Metric.step.in_(wanted))
-                                      .order_by(Metric.name, Metric.step)):
-            found[row.name].append(row)
-        for name, picked in found.items():
-            if len(picked) == m:
-                kept[name] = picked
-            else:  # the right count and range, but not every step of the progression
-                irregular.append(name)
-    for name in irregular:
-        whole = connection.execute(select(*columns).where(*where, Metric.name == name).order_by(Metric.step)).all()
-        kept[name] = [whole[i] for i in _picks(len(whole), m)]
-    return [row for name in names for row in kept.get(name, ())]
 
 
 # ---- jobs ---------------------------------------------------------------------------------------
@@ -304,29 +146,17 @@ def submit_job():
     except datasets.DatasetSourceError as exc:
         raise invalid("dataset.path", str(exc), code="invalid_spec") from None
     who = principal()
-    created, limit_headers = True, {}
-    replay = None
+    body_hash = None
     if key is not None:
         body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        try:
-            replay = lifecycle.idempotent_job(svc.db, who.tenant, key, body_hash)
-        except lifecycle.IdempotencyConflict as exc:
-            raise _idempotency_conflict(exc) from None
-    if replay is not None:  # a retry of a submit that worked: no new job, no limit spent
-        job_id, queue, created = replay, lifecycle.queue_for(spec, "cpu"), False
-    elif key is None:
-        with svc.db.session() as session:
-            limit_headers = check_submission(session, svc.settings, who.tenant)  # 429 past a per-tenant limit
-            job = lifecycle.submit(session, spec, tenant=who.tenant, auto_queue="cpu")
-            job_id, queue = job.id, job.queue
-    else:
-        with svc.db.session() as session:
-            limit_headers = check_submission(session, svc.settings, who.tenant)
-        try:
-            job_id, created = lifecycle.submit_once(svc.db, spec, who.tenant, key, body_hash, auto_queue="cpu")
-        except lifecycle.IdempotencyConflict as exc:  # a racing request with this key and another body
-            raise _idempotency_conflict(exc) from None
-        queue = lifecycle.queue_for(spec, "cpu")
+    try:
+        submitted = lifecycle.submit_idempotent(
+            svc.db, spec, who.tenant, key, body_hash, auto_queue="cpu",
+            admit=lambda session: check_submission(session, svc.settings, who.tenant))  # 429 past a per-tenant limit
+    except lifecycle.IdempotencyConflict as exc:  # this key was used with another body (maybe by a racing request)
+        raise _idempotency_conflict(exc) from None
+    job_id, queue, created = submitted.job_id, submitted.queue, submitted.created
+    limit_headers = submitted.admitted or {}
     # Only now is the row committed: a worker handed the id can always find the job.
     if created:
         try:
@@ -362,16 +192,7 @@ def list_jobs():
             after = decode_cursor(cursor)
         except ValueError:
             raise invalid("cursor", "not a cursor from this API; start again without it") from None
-    stmt = scoped(select(*SUMMARY_COLUMNS))
-    if status is not None:
-        stmt = stmt.where(Job.status == status)
-    if after is not None:
-        created_at, last_id = after
-        # A row-value comparison: PostgreSQL (and SQLite) turn it into one range of the
-        # (status, created_at, id) index; the equivalent OR of two conditions filters row by row.
-        stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
-    # Newest first; the id breaks ties so the order (and the keyset) is total.
-    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    stmt = read_model.job_page(scoped, status, after, limit)
     with services().db.read() as session:
         rows = session.execute(stmt).all()
     page = rows[:limit]
@@ -431,7 +252,7 @@ def job_metrics(job_id: str):
     max_points = query_int("max_points", None, 2, MAX_POINTS)
     with services().db.read() as session:
         _require_job(session, job_id)
-        rows = _metric_rows(session, job_id, names, since_step, max_points)
+        rows = read_model.metric_rows(session, job_id, names, since_step, max_points)
     collected: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in names or ()}
     for name, step, value in rows:
         steps, values = collected.setdefault(name, ([], []))
@@ -448,7 +269,7 @@ def job_samples(job_id: str):
     check_id(job_id, "job")
     with services().db.read() as session:
         _require_job(session, job_id)
-        grids = _artifacts(session, job_id, "sample_grid")
+        grids = read_model.artifacts(session, job_id, "sample_grid")
     return jsonify({"items": [_download(a) for a in grids]})
 
 
@@ -459,7 +280,7 @@ def job_logs(job_id: str):
     check_id(job_id, "job")
     with services().db.read() as session:
         _require_job(session, job_id)
-        logs = _artifacts(session, job_id, "log")
+        logs = read_model.artifacts(session, job_id, "log")
     return jsonify({"items": [_download(a) for a in logs]})
 
 
@@ -470,8 +291,8 @@ def job_checkpoints(job_id: str):
     check_id(job_id, "job")
     with services().db.read() as session:
         _require_job(session, job_id)
-        checkpoints = _artifacts(session, job_id, "checkpoint")
-        finals = _artifacts(session, job_id, "final_model")
+        checkpoints = read_model.artifacts(session, job_id, "checkpoint")
+        finals = read_model.artifacts(session, job_id, "final_model")
     return jsonify({"items": [_download(a) for a in checkpoints],
                     "final": _download(finals[-1]) if finals else None})
 
@@ -495,8 +316,8 @@ def load_job_generator(job_id: str, step: int | None):
 def _pick_checkpoint(session: Session, job_id: str, step: int | None) -> Artifact:
     """The final generator (else the latest checkpoint) for ``step=None``; else the checkpoint
     (or final generator) saved at that step."""
-    checkpoints = _artifacts(session, job_id, "checkpoint")
-    finals = _artifacts(session, job_id, "final_model")
+    checkpoints = read_model.artifacts(session, job_id, "checkpoint")
+    finals = read_model.artifacts(session, job_id, "final_model")
     if step is None:
         if finals:
             return finals[-1]
@@ -530,8 +351,6 @@ def generate_samples(job_id: str):
     problem = label_problem(loaded, req.n, req.labels)
     if problem:
         raise invalid("labels", problem)
-    from gan_core.rejection import RejectionError
-
     try:
         body, mimetype = runtime.run(
             req.n, lambda: render(loaded, req.n, req.seed, req.labels, req.format, rejection=req.rejection)

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gan_core.evaluation import evaluate_images, get_classifier  # noqa: E402
+from gan_core.quality import evaluate_images, get_classifier  # noqa: E402
 
 MNIST_DIR = Path("/work/shared/datasets/mnist")
 
@@ -67,11 +67,11 @@ def main() -> None:
 
     train, test = load("train"), load("t10k")
     if args.use_cache:
-        from gan_core.data import DataConfig
+        from gan_core.cli import data_config_from_env
         from gan_core.evaluator import classifier_for
         from gan_core.spec import DatasetSpec
 
-        model, meta = classifier_for(DatasetSpec(name="mnist"), DataConfig.from_env(), train, test)
+        model, meta = classifier_for(DatasetSpec(name="mnist"), data_config_from_env(), train, test)
         print(f"cached classifier: test accuracy {meta['test_accuracy']:.4f} (seed {meta['seed']}, {meta['epochs']} epochs)")
         print_reference_figures(model, test)
         return

@@ -73,12 +73,12 @@ def step_flops(spec: dict) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gan_core.data import DataConfig
+    from gan_core.cli import data_config_from_env
     from gan_core.spec import JobSpec
     from gan_core.trainer import Trainer, train_step
 
     trainer = Trainer(JobSpec.model_validate({**spec, "train": {**spec["train"], "steps": 10}}),
-                      data_config=DataConfig.from_env())
+                      data_config=data_config_from_env())
     train_step(trainer.state, trainer.data, trainer.noise, trainer.spec)  # warm-up
     with FlopCounterMode(display=False) as counter:
         train_step(trainer.state, trainer.data, trainer.noise, trainer.spec)

@@ -26,7 +26,8 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gan_core.data import DataConfig, build_dataset  # noqa: E402
+from gan_core.cli import data_config_from_env  # noqa: E402
+from gan_core.data import build_dataset  # noqa: E402
 from gan_core.evaluator import Evaluator  # noqa: E402
 from gan_core.sampling import load_generator  # noqa: E402
 from gan_core.spec import load_spec  # noqa: E402
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="evaluate runs/<preset> if it has a final generator")
     parser.add_argument("--n", type=int, default=10_000, help="samples to evaluate")
     args = parser.parse_args()
-    config = DataConfig.from_env()
+    config = data_config_from_env()
 
     for preset in args.presets:
         spec = load_spec((ROOT / "presets" / f"{preset}.json").read_text())

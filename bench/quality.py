@@ -17,7 +17,7 @@ is for); ``--stacked-run DIR`` prints the figures of a finished ``ganforge train
 For each dataset the preset ``presets/<dataset>-quality.json`` is trained once per seed
 (``train.seed`` = 0..N-1, everything else as in the preset) with the library's own Trainer, and
 evaluated exactly as a job is: 2500 samples from the network the job ships (the EMA generator when
-``model.ema_decay`` is set), scored by ``gan_core.evaluation.evaluate_mixture`` (VEEGAN/PacGAN
+``model.ema_decay`` is set), scored by ``gan_core.quality.evaluate_mixture`` (VEEGAN/PacGAN
 convention: a sample is high quality (HQ) within 3 sigma of its nearest mode, a mode is captured
 with at least one HQ sample; ``modes_min10`` asks for 10). ``spread`` is the RMS distance of the
 HQ samples from their mode over the data's own (1.0: modes as wide as the data's; well below 1:

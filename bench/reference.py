@@ -144,12 +144,13 @@ def evaluate(runs: list[Run], preset_spec, samples: int) -> None:
     import numpy as np
     import torch
 
-    from gan_core.data import DataConfig, build_dataset
+    from gan_core.cli import data_config_from_env
+    from gan_core.data import build_dataset
     from gan_core.evaluator import Evaluator
     from gan_core.sampling import load_generator
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    config = DataConfig.from_env()
+    config = data_config_from_env()
     data = build_dataset(preset_spec.dataset, config)
     evaluator = Evaluator(preset_spec, data, config)
     for run in runs:

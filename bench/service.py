@@ -86,7 +86,7 @@ def main() -> None:
     import redis
     from moto.server import ThreadedMotoServer
 
-    from ganforge.cli import gunicorn_argv
+    from ganforge.cli.serve import gunicorn_argv
     from ganforge.client import Client
     from jobs.migrate import upgrade
 

@@ -30,7 +30,8 @@ from torch.nn import functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_core.data import DataConfig, build_dataset  # noqa: E402
+from gan_core.cli import data_config_from_env  # noqa: E402
+from gan_core.data import build_dataset  # noqa: E402
 from gan_core.spec import JobSpec  # noqa: E402
 from gan_core.trainer import Callbacks, Trainer  # noqa: E402
 
@@ -121,7 +122,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     spec = JobSpec.model_validate(SPEC)
-    config = DataConfig.from_env()
+    config = data_config_from_env()
     data = build_dataset(spec.dataset, config, seed=1)
     callbacks = ServiceLikeCallbacks()
     trainer = Trainer(spec, data_config=config, callbacks=callbacks, dataset=data, device="cpu")

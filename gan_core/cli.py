@@ -1,6 +1,8 @@
-"""``ganforge`` local commands: train, generate, validate, schema — no server needed.
+"""gan_core's own command line: train, generate, validate, schema — no server needed.
 
-The service adds its own commands to the same parser (see ``add_commands``).
+``python -m gan_core.cli`` runs it (the multi-device launcher starts each rank so); the
+``ganforge`` command adds the service's and the client's commands to the same parser
+(``add_commands``) and runs it with ``run``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
 from gan_core.spec import JobSpec, error_details, json_schema, load_spec
+
+if TYPE_CHECKING:
+    from gan_core.data import DataConfig
 
 log = logging.getLogger("ganforge")
 
@@ -52,6 +57,31 @@ def read_spec(path: str, steps: int | None = None, devices: int | None = None) -
             raise CLIError(f"{path}: invalid spec\n" + "\n".join(lines), 2) from None
         raise CLIError(f"{path}: {exc}", 2) from None
     return spec
+
+
+def data_config_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> "DataConfig":
+    """Where a local run finds datasets: GANFORGE_DATA_DIR, GANFORGE_CACHE_DIR and
+    GANFORGE_DATASET_MIRRORS (JSON such as ``{"mnist": ["http://127.0.0.1:8000/mnist/"]}``);
+    keyword arguments win over the environment.
+
+    The one place gan_core reads these variables, for its own command line (``ganforge train``
+    works without the service, and the library never reads the environment). The service reads
+    the same names through jobs.settings.Settings and hands gan_core ``Settings.data_config()``.
+    """
+    from gan_core.data import DataConfig, DataError  # torch: only when a command trains
+
+    env = os.environ if env is None else env
+    kwargs: dict[str, Any] = {}
+    if value := env.get("GANFORGE_DATA_DIR"):
+        kwargs["data_dir"] = Path(value)
+    if value := env.get("GANFORGE_CACHE_DIR"):
+        kwargs["cache_dir"] = Path(value)
+    if value := env.get("GANFORGE_DATASET_MIRRORS"):
+        try:
+            kwargs["mirrors"] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"GANFORGE_DATASET_MIRRORS is not valid JSON: {exc}") from exc
+    return DataConfig(**{**kwargs, **overrides})
 
 
 # ---- train -------------------------------------------------------------------------------
@@ -154,7 +184,7 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
 
     from gan_core import checkpoint as ckpt
     from gan_core import images
-    from gan_core.data import DataConfig, DataError
+    from gan_core.data import DataError
     from gan_core.launch import stop_requested
     from gan_core.sampling import interpolation_png
     from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
@@ -215,7 +245,7 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     callbacks = LocalRun() if main else Callbacks()
     try:
-        trainer = Trainer(spec, data_config=DataConfig.from_env(**overrides), callbacks=callbacks, resume_from=resume,
+        trainer = Trainer(spec, data_config=data_config_from_env(**overrides), callbacks=callbacks, resume_from=resume,
                           device=device, parallel=parallel)
         bar.update(trainer.state.step)
         result = trainer.run()
@@ -277,7 +307,7 @@ def _headline(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- generate ------------------------------------------------------------------------------
-def _parse_labels(text: str | None) -> list[int] | int | None:
+def parse_labels(text: str | None) -> list[int] | int | None:
     if text is None:
         return None
     try:
@@ -298,7 +328,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.suffix not in (".npy", ".png"):
         raise CLIError("--out must end in .npy (float32 samples) or .png (a grid)", 2)
     try:
-        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=_parse_labels(args.labels),
+        samples = generate(args.checkpoint, args.n, seed=args.seed, labels=parse_labels(args.labels),
                            device=args.device, rejection=not args.no_rejection)
     except (ckpt.CheckpointError, RejectionError) as exc:
         raise CLIError(str(exc)) from None
@@ -318,7 +348,7 @@ CLASSIFIER_DATASETS = ("mnist", "fashion-mnist")
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     """Train (or find cached) the domain classifier the evaluation scores a dataset with."""
-    from gan_core.data import DataConfig, DataError
+    from gan_core.data import DataError
     from gan_core.evaluator import classifier_for
     from gan_core.spec import DatasetSpec
 
@@ -328,7 +358,7 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"data_dir": Path(args.data_dir)} if args.data_dir else {}
     if args.cache_dir:
         overrides["cache_dir"] = Path(args.cache_dir)
-    config = DataConfig.from_env(**overrides)
+    config = data_config_from_env(**overrides)
     try:
         _, meta = classifier_for(DatasetSpec(name=args.dataset), config)
     except DataError as exc:
@@ -405,8 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    parser = parser or build_parser()
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command: a CLIError is one message on stderr and its exit code."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

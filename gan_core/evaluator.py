@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan_core import evaluation, rejection, stacked_mnist
+from gan_core import quality, rejection, stacked_mnist
 from gan_core.data import DataConfig, Dataset, dataset_fingerprint, load_test_images
 from gan_core.spec import DatasetSpec, JobSpec
 
@@ -29,7 +29,7 @@ class Evaluator:
         self.spec = spec
         self.data = data
         self.config = config
-        self._classifier: evaluation.DomainClassifier | None = None
+        self._classifier: quality.DomainClassifier | None = None
         self._classifier_meta: dict[str, Any] = {}
         self._test_images: torch.Tensor | None = None
 
@@ -83,14 +83,14 @@ class Evaluator:
     def _figures(self, samples: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
         n = len(samples)
         if self.data.kind == "points":
-            return evaluation.evaluate_mixture(samples, self.data.centers.cpu(), self.data.sigma)
+            return quality.evaluate_mixture(samples, self.data.centers.cpu(), self.data.sigma)
         if not self._ensure_classifier():
             return {"n_samples": n, "note": "no labels in this dataset: no domain classifier, no FID"}
         if self.spec.dataset.name == stacked_mnist.NAME:
             results = stacked_mnist.evaluate_stacked(samples, self._classifier, self._test_images)
             results["classifier_test_accuracy"] = self._classifier_meta.get("test_accuracy")
             return results
-        results = evaluation.evaluate_images(
+        results = quality.evaluate_images(
             samples, self._classifier, self._test_images, labels=labels, num_classes=self._classifier.num_classes
         )
         results["classifier_test_accuracy"] = self._classifier_meta.get("test_accuracy")
@@ -123,9 +123,9 @@ def classifier_for(
     train: tuple[torch.Tensor, torch.Tensor] | None = None,
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
     num_classes: int | None = None,
-) -> tuple[evaluation.DomainClassifier, dict[str, Any]]:
+) -> tuple[quality.DomainClassifier, dict[str, Any]]:
     """The domain classifier of a dataset, from the cache (``<cache_dir>/classifiers``) or trained
-    there with the fixed recipe of ``evaluation.get_classifier`` (seed 0, 2 epochs): the same data
+    there with the fixed recipe of ``quality.get_classifier`` (seed 0, 2 epochs): the same data
     always gives the same classifier, which ``ganforge classifier train`` makes ahead of time.
     ``train`` / ``test`` default to a built-in dataset's splits at native size."""
     if train is None or test is None:
@@ -135,4 +135,4 @@ def classifier_for(
         train = load_test_images(spec, config, split="train")
     native = spec.model_copy(update={"image_size": None, "limit": None})
     fingerprint = dataset_fingerprint(native, config)
-    return evaluation.get_classifier(fingerprint, train, test, config.cache_dir / "classifiers", num_classes=num_classes)
+    return quality.get_classifier(fingerprint, train, test, config.cache_dir / "classifiers", num_classes=num_classes)

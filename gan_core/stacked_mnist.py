@@ -14,7 +14,7 @@ evaluation's real reference stacks the test split the same way.
 
 Evaluation (``evaluate_stacked``)
 ---------------------------------
-Each channel of a sample is classified by the MNIST domain classifier (``gan_core.evaluation``):
+Each channel of a sample is classified by the MNIST domain classifier (``gan_core.quality``):
 
 * ``modes``: modes (digit triples) that receive at least one sample, out of ``n_modes`` = 1000;
 * ``reverse_kl``: KL(p_G || uniform) over the 1000 modes, p_G the share of samples per mode
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gan_core import evaluation
-from gan_core.evaluation import DomainClassifier
+from gan_core import quality
+from gan_core.quality import DomainClassifier
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ def channel_predictions(samples: Tensor, classifier: DomainClassifier) -> tuple[
         raise ValueError(f"stacked MNIST samples must be N×3×H×W, got {tuple(samples.shape)}")
     features, digits = [], []
     for c in range(CHANNELS):
-        channel = evaluation._fit_to_classifier(samples[:, c : c + 1], classifier)
-        f, logits = evaluation._predict(classifier, channel)
+        channel = quality._fit_to_classifier(samples[:, c : c + 1], classifier)
+        f, logits = quality._predict(classifier, channel)
         features.append(f)
         digits.append(logits.argmax(dim=1))
     return torch.cat(features, dim=1), torch.stack(digits, dim=1)
@@ -134,9 +134,9 @@ def evaluate_stacked(samples: Tensor, classifier: DomainClassifier, real: Tensor
     sample_features, digits = channel_predictions(samples, classifier)
     real_features, _ = channel_predictions(real, classifier)
     results: dict[str, Any] = mode_figures(mode_of(digits))
-    results["domain_fid"] = evaluation.frechet_distance(
-        *evaluation.feature_statistics(sample_features), *evaluation.feature_statistics(real_features)
+    results["domain_fid"] = quality.frechet_distance(
+        *quality.feature_statistics(sample_features), *quality.feature_statistics(real_features)
     )
-    results.update(evaluation.distribution_figures(sample_features, real_features))
+    results.update(quality.distribution_figures(sample_features, real_features))
     results["n_samples"] = len(samples)
     return results

@@ -344,7 +344,7 @@ class Trainer:
         self.spec = spec
         self.parallel = parallel
         self.callbacks = callbacks or Callbacks()
-        self.data_config = data_config or DataConfig.from_env()
+        self.data_config = data_config or DataConfig()
         self.device = resolve_device(device or spec.device)
         seed = spec.train.seed
         torch.manual_seed(seed)

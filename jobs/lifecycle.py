@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gan_core.spec import JobSpec
@@ -144,8 +145,6 @@ def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, 
     with one key insert once: the unique (tenant, key) index refuses the second, which then
     reads the first one's job.
     """
-    from sqlalchemy.exc import IntegrityError
-
     for _ in range(2):
         found = idempotent_job(db, tenant, idempotency_key, request_hash)
         if found is not None:
@@ -157,6 +156,39 @@ def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, 
         except IntegrityError:
             continue  # lost the race: the other request's job is there now
     raise LifecycleError(f"could not submit with Idempotency-Key {idempotency_key!r}")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    queue: str
+    created: bool  # False: a retry of an earlier submit (same key and body); nothing to enqueue
+    admitted: Any = None  # what ``admit`` returned (the API: its rate-limit headers)
+
+
+def submit_idempotent(db: Database, spec: JobSpec, tenant: str, idempotency_key: str | None = None,
+                      request_hash: str | None = None, admit=None, auto_queue: str = "cpu") -> Submitted:
+    """Submit a job; with ``idempotency_key``, once per key and tenant.
+
+    A retry (the same key and request body) gets the first submit's job back, ``created`` False,
+    and ``admit`` is not called: no limit is spent twice. The same key with another body raises
+    IdempotencyConflict. ``admit(session)`` runs before a new job is made (the API's per-tenant
+    limits, which raise to refuse); without a key in the same transaction as the insert. The row
+    is committed when this returns: enqueue ``job_id`` then, if ``created``.
+    """
+    admit = admit or (lambda session: None)
+    if idempotency_key is None:
+        with db.session() as session:
+            admitted = admit(session)
+            job = submit(session, spec, tenant=tenant, auto_queue=auto_queue)
+            return Submitted(job.id, job.queue, True, admitted)
+    replay = idempotent_job(db, tenant, idempotency_key, request_hash)
+    if replay is not None:
+        return Submitted(replay, queue_for(spec, auto_queue), False)
+    with db.session() as session:
+        admitted = admit(session)
+    job_id, created = submit_once(db, spec, tenant, idempotency_key, request_hash, auto_queue)
+    return Submitted(job_id, queue_for(spec, auto_queue), created, admitted)
 
 
 def get(session: Session, job_id: str) -> Job:
@@ -546,6 +578,33 @@ def forget_artifact(db: Database, job_id: str, token: str, artifact_id: str) -> 
         artifact = session.get(Artifact, artifact_id)
         if artifact is not None and artifact.job_id == job_id:
             session.delete(artifact)
+
+
+def latest_artifact(db: Database, job_id: str, kind: str) -> Artifact | None:
+    """The job's artifact of ``kind`` with the highest step (e.g. the checkpoint to resume from)."""
+    with db.session() as session:  # the pre-pinged pool: the worker may have outlived a database restart
+        return session.execute(
+            select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind)
+            .order_by(Artifact.step.desc()).limit(1)
+        ).scalar_one_or_none()
+
+
+def latest_checkpoint_step(db: Database, job_id: str) -> int:
+    """The step of the job's newest stored checkpoint; 0 if it has none."""
+    with db.read() as session:
+        return session.scalar(select(func.max(Artifact.step)).where(Artifact.job_id == job_id,
+                                                                    Artifact.kind == "checkpoint")) or 0
+
+
+def metric_series(db: Database, job_id: str, names: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) points of each named series, in step order (an empty list where none)."""
+    series: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
+    with db.session() as session:
+        rows = session.execute(select(Metric.name, Metric.step, Metric.value)
+                               .where(Metric.job_id == job_id, Metric.name.in_(list(series))).order_by(Metric.step))
+        for name, step, value in rows:
+            series[name].append((step, value))
+    return series
 
 
 def is_cancel_requested(db: Database, job_id: str) -> bool:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from kombu.exceptions import ChannelError
+
+from jobs.broker import make_celery
+
 log = logging.getLogger(__name__)
 
 TASK_NAME = "ganforge.run_job"
@@ -29,8 +33,6 @@ class Enqueuer(Protocol):
 
 class CeleryEnqueuer:
     def __init__(self, broker_url: str):
-        from worker.celery_app import make_celery
-
         self.app = make_celery(broker_url)
 
     def enqueue(self, job_id: str, queue: str, priority: int = PRIORITY_NEW) -> None:
@@ -42,8 +44,6 @@ class CeleryEnqueuer:
             conn.ensure_connection(max_retries=1, timeout=2)
 
     def depth(self, queue: str) -> int | None:
-        from kombu.exceptions import ChannelError
-
         try:
             with self.app.connection_for_read() as conn:
                 conn.ensure_connection(max_retries=1, timeout=2)

@@ -20,7 +20,7 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings, queue: Enqueuer | None = None, storage: Storage | None = None) -> "Services":
         if settings.is_embedded:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.ensure_data_dir()
         return cls(
             settings=settings,
             db=Database(settings.database_url),

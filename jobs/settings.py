@@ -1,100 +1,174 @@
-"""One settings object, read from the environment once.
+"""One settings object, read from the environment once (pydantic-settings).
 
 Embedded mode (no environment at all) keeps everything under one data directory: a SQLite
 database, a local-directory artifact store and a broker that needs no server (kombu's SQLAlchemy
 transport on a second SQLite file). Production mode (``GANFORGE_MODE=production``) insists on
 explicit URLs and refuses the embedded defaults.
+
+This is the one reader of GANFORGE_* variables for the service; gan_core gets a plain
+``DataConfig`` from ``Settings.data_config()``. ``Settings(...)`` takes the field names and reads
+nothing (tests); ``Settings.from_env()`` reads the environment (or a given mapping) by the
+variable names below and turns every bad value into a ``SettingsError`` naming the variable.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from gan_core.data import DataConfig
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+def _env(name: str, default: Any = ..., *more_names: str, **kwargs: Any) -> Any:
+    """A field read from the variable ``name`` (then ``more_names``) by ``from_env``."""
+    alias = AliasChoices(name, *more_names) if more_names else name
+    if default is not ...:
+        kwargs["default"] = default
+    return Field(validation_alias=alias, **kwargs)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
-    if not value >= 0:
-        raise SettingsError(f"{name} must be a number >= 0, not {raw!r}")
-    return value
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True,
+        validate_by_name=True,  # Settings(lease_seconds=5) as well as GANFORGE_LEASE_SECONDS
+        validate_by_alias=True,
+        case_sensitive=True,
+        env_ignore_empty=True,  # VAR= means the default, as an unset VAR
+        enable_decoding=False,  # lists are comma-separated and mirrors JSON: parsed below, with messages
+        extra="ignore",
+    )
 
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be 1/0 (true/false), not {raw!r}")
-
-
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
-
-
-@dataclass(frozen=True)
-class Settings:
-    mode: str = "embedded"  # embedded | production
-    data_dir: Path = field(default_factory=lambda: Path.home() / ".ganforge")
-    database_url: str = ""
-    broker_url: str = ""
-    storage_url: str = ""
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    presign_ttl_seconds: int = 900
-    finished_view_cache: int = 2048  # views of finished jobs kept per API process (0: none); api/finished_views.py
-    max_body_bytes: int = 1_000_000
-    max_steps: int = 1_000_000
-    max_batch_size: int = 4096
-    max_eval_samples: int = 50_000
-    max_generate_samples: int = 1024
-    max_devices: int = 8  # GANFORGE_MAX_DEVICES: resources.devices of one job
-    worker_devices: int = 0  # GANFORGE_WORKER_DEVICES: devices this worker trains on (0: all visible GPUs, or 1)
-    worker_queues: tuple[str, ...] = ()  # GANFORGE_WORKER_QUEUES: the queues this worker serves (set by ganforge worker)
-    lease_seconds: int = 60
-    stop_grace_seconds: int = 60  # SIGTERM: time to checkpoint, release and requeue the running job
-    reconcile_seconds: int = 10  # how often each worker's reconciler looks for lost jobs
-    requeue_after_seconds: int = 60  # a queued job not picked up for this long is sent to the broker again
-    upload_patience_seconds: int = 900  # how long the end of a job waits for the store to come back
-    worker_id: str = ""
-    dataset_dir: Path | None = None  # GANFORGE_DATA_DIR: one folder per dataset
-    log_json: bool = True
-    signing_secret: str = field(default="", repr=False)  # GANFORGE_SECRET_KEY: signs artifact download URLs
+    mode: Literal["embedded", "production"] = _env("GANFORGE_MODE", "embedded")
+    data_dir: Path = _env("GANFORGE_HOME", default_factory=lambda: Path.home() / ".ganforge")
+    database_url: str = _env("GANFORGE_DATABASE_URL", "")
+    broker_url: str = _env("GANFORGE_BROKER_URL", "")
+    storage_url: str = _env("GANFORGE_STORAGE_URL", "")
+    s3_endpoint_url: str | None = _env("AWS_ENDPOINT_URL_S3", None, "AWS_ENDPOINT_URL")
+    s3_region: str | None = _env("AWS_DEFAULT_REGION", None, "AWS_REGION")
+    presign_ttl_seconds: int = _env("GANFORGE_PRESIGN_TTL", 900)
+    # views of finished jobs kept per API process (0: none); api/finished_views.py
+    finished_view_cache: int = _env("GANFORGE_FINISHED_VIEW_CACHE", 2048)
+    max_body_bytes: int = _env("GANFORGE_MAX_BODY_BYTES", 1_000_000)
+    max_steps: int = _env("GANFORGE_MAX_STEPS", 1_000_000)
+    max_batch_size: int = _env("GANFORGE_MAX_BATCH_SIZE", 4096)
+    max_eval_samples: int = _env("GANFORGE_MAX_EVAL_SAMPLES", 50_000)
+    max_generate_samples: int = _env("GANFORGE_MAX_GENERATE_SAMPLES", 1024)
+    max_devices: int = _env("GANFORGE_MAX_DEVICES", 8)  # resources.devices of one job
+    # devices this worker trains on (0: all visible GPUs, or 1) and the queues it serves (set by ganforge worker)
+    worker_devices: int = _env("GANFORGE_WORKER_DEVICES", 0)
+    worker_queues: tuple[str, ...] = _env("GANFORGE_WORKER_QUEUES", ())
+    lease_seconds: int = _env("GANFORGE_LEASE_SECONDS", 60)
+    # SIGTERM: time to checkpoint, release and requeue the running job
+    stop_grace_seconds: int = _env("GANFORGE_STOP_GRACE_SECONDS", 60)
+    reconcile_seconds: int = _env("GANFORGE_RECONCILE_SECONDS", 10)  # how often each worker's reconciler looks for lost jobs
+    # a queued job not picked up for this long is sent to the broker again
+    requeue_after_seconds: int = _env("GANFORGE_REQUEUE_AFTER_SECONDS", 60)
+    # how long the end of a job waits for the store to come back
+    upload_patience_seconds: int = _env("GANFORGE_UPLOAD_PATIENCE_SECONDS", 900)
+    worker_id: str = _env("GANFORGE_WORKER_ID", "")
+    log_json: bool = _env("GANFORGE_LOG_JSON", True)
+    signing_secret: str = _env("GANFORGE_SECRET_KEY", "", repr=False)  # signs artifact download URLs
+    # ---- training data: handed to gan_core as a DataConfig (data_config()) ----
+    dataset_dir: Path | None = _env("GANFORGE_DATA_DIR", None)  # one folder per dataset (read only)
+    dataset_cache_dir: Path | None = _env("GANFORGE_CACHE_DIR", None)  # downloads land here (default: gan_core's)
+    # {"mnist": ["http://mirror/mnist/"]}: per dataset, replaces gan_core's default mirrors
+    dataset_mirrors: dict[str, tuple[str, ...]] | None = _env("GANFORGE_DATASET_MIRRORS", None)
     # ---- security (see api/auth.py, api/limits.py, jobs/datasets.py) ----
-    auth: str = "off"  # GANFORGE_AUTH: off (embedded default: one local admin) | required (production: always)
-    auth_cache_seconds: float = 5.0  # key hash -> principal cached this long per process; revocation lag
-    max_queued_per_tenant: int = 100  # submissions past this many queued jobs: 429
-    max_active_per_tenant: int = 200  # queued + running; past it: 429
-    submit_rate_per_minute: int = 60  # per tenant, sliding 60 s window over the jobs table: 429 + Retry-After
-    dataset_s3_buckets: tuple[str, ...] = ()  # GANFORGE_DATASET_S3_BUCKETS: buckets tenants may name
-    dataset_https_hosts: tuple[str, ...] = ()  # GANFORGE_DATASET_HTTPS_HOSTS: empty = any public host
-    allow_local_datasets: bool = True  # server paths in dataset.path; embedded only (one trusted user)
-    max_dataset_bytes: int = 2 * 1024**3  # GANFORGE_MAX_DATASET_BYTES: download cap
+    # off (embedded default: one local admin) | required (production: always)
+    auth: Literal["off", "required"] = _env("GANFORGE_AUTH", "off")
+    auth_cache_seconds: float = _env("GANFORGE_AUTH_CACHE_SECONDS", 5.0, ge=0)  # key hash -> principal cached; revocation lag
+    max_queued_per_tenant: int = _env("GANFORGE_MAX_QUEUED_PER_TENANT", 100)  # past this many queued jobs: 429
+    max_active_per_tenant: int = _env("GANFORGE_MAX_ACTIVE_PER_TENANT", 200)  # queued + running; past it: 429
+    # per tenant, sliding 60 s window over the jobs table: 429 + Retry-After
+    submit_rate_per_minute: int = _env("GANFORGE_SUBMIT_RATE_PER_MINUTE", 60)
+    dataset_s3_buckets: tuple[str, ...] = _env("GANFORGE_DATASET_S3_BUCKETS", ())  # buckets tenants may name
+    dataset_https_hosts: tuple[str, ...] = _env("GANFORGE_DATASET_HTTPS_HOSTS", ())  # empty = any public host
+    # server paths in dataset.path; embedded only (one trusted user)
+    allow_local_datasets: bool = _env("GANFORGE_ALLOW_LOCAL_DATASETS", True)
+    max_dataset_bytes: int = _env("GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3)  # download cap
+
+    # ---- how variables are read ------------------------------------------------------------
+    @field_validator("worker_queues", "dataset_s3_buckets", "dataset_https_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_json", mode="before")
+    @classmethod
+    def _lenient_flag(cls, value: Any) -> Any:
+        # GANFORGE_LOG_JSON: anything but 0/false/no means JSON lines
+        return value not in ("0", "false", "no") if isinstance(value, str) else value
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("dataset_mirrors", mode="before")
+    @classmethod
+    def _mirrors(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not valid JSON: {exc}") from None
+        if isinstance(value, Mapping):  # one URL or a list of them per dataset
+            return {name: (urls,) if isinstance(urls, str) else urls for name, urls in value.items()}
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings,)  # Settings(...) reads nothing; from_env() passes the variables in
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings from ``env`` (default: ``os.environ``), with the embedded defaults filled
+        in and production's rules checked; a bad value is a SettingsError naming its variable."""
+        env = os.environ if env is None else env
+        try:
+            settings = cls(**_Variables(cls, env)())
+        except ValidationError as exc:
+            raise SettingsError(_describe(cls, exc)) from None
+        return settings._resolved(explicit_auth="GANFORGE_AUTH" in env and env["GANFORGE_AUTH"] != "",
+                                  explicit_local="GANFORGE_ALLOW_LOCAL_DATASETS" in env
+                                  and env["GANFORGE_ALLOW_LOCAL_DATASETS"] != "")
+
+    def _resolved(self, explicit_auth: bool, explicit_local: bool) -> "Settings":
+        production = self.mode == "production"
+        changes: dict[str, Any] = {}
+        if production:
+            missing = [name for name, value in (("GANFORGE_DATABASE_URL", self.database_url),
+                                                ("GANFORGE_BROKER_URL", self.broker_url),
+                                                ("GANFORGE_STORAGE_URL", self.storage_url)) if not value]
+            if missing:
+                raise SettingsError(f"production mode needs {', '.join(missing)}")
+        else:
+            changes["database_url"] = self.database_url or f"sqlite:///{self.data_dir / 'ganforge.db'}"
+            changes["broker_url"] = self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+            changes["storage_url"] = self.storage_url or f"file://{self.data_dir / 'artifacts'}"
+        if not changes.get("storage_url", self.storage_url).startswith(("s3://", "file://")):
+            raise SettingsError("GANFORGE_STORAGE_URL must be s3://bucket[/prefix] or file:///path")
+        auth = self.auth if explicit_auth else ("required" if production else "off")
+        if production and auth != "required":
+            raise SettingsError("production mode needs GANFORGE_AUTH=required (API keys); 'off' is for embedded use only")
+        allow_local = self.allow_local_datasets if explicit_local else not production
+        if production and allow_local:
+            raise SettingsError("GANFORGE_ALLOW_LOCAL_DATASETS cannot be on in production: tenants would read server files")
+        return self.with_(auth=auth, allow_local_datasets=allow_local, **changes)
 
     # ---- derived --------------------------------------------------------------------------
     @property
@@ -110,6 +184,30 @@ class Settings:
     def auth_required(self) -> bool:
         return self.auth == "required"
 
+    def with_(self, **changes: Any) -> "Settings":
+        return self.model_copy(update=changes)
+
+    def ensure_data_dir(self) -> Path:
+        """The data directory, created if missing (embedded mode's database, broker, store and
+        secret live there; ``ganforge up`` writes its logs there)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def data_config(self) -> "DataConfig":
+        """Where gan_core finds datasets (GANFORGE_DATA_DIR, GANFORGE_CACHE_DIR,
+        GANFORGE_DATASET_MIRRORS), as the plain object it takes."""
+        # Deliberately lazy: gan_core.data loads torch, which the API's and operator commands'
+        # settings never need.
+        from gan_core.data import DataConfig, DataError
+
+        kwargs: dict[str, Any] = {"data_dir": self.dataset_dir, "mirrors": self.dataset_mirrors}
+        if self.dataset_cache_dir is not None:
+            kwargs["cache_dir"] = self.dataset_cache_dir
+        try:
+            return DataConfig(**kwargs)
+        except DataError as exc:
+            raise SettingsError(f"GANFORGE_DATASET_MIRRORS: {exc}") from None
+
     def resolve_signing_secret(self) -> str:
         """The URL-signing secret: GANFORGE_SECRET_KEY; required in production. Embedded mode
         without one generates a random secret once and keeps it in ``data_dir/secret_key``, so
@@ -120,7 +218,7 @@ class Settings:
             raise SettingsError("production mode needs GANFORGE_SECRET_KEY (signs artifact download URLs)")
         path = self.data_dir / "secret_key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.ensure_data_dir()
             tmp = path.with_name(f".secret_key.{secrets.token_hex(4)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
@@ -136,73 +234,39 @@ class Settings:
             raise SettingsError(f"{path} is empty; delete it to generate a new secret")
         return secret
 
-    def with_(self, **changes) -> "Settings":
-        return replace(self, **changes)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        mode = env.get("GANFORGE_MODE", "embedded")
-        if mode not in ("embedded", "production"):
-            raise SettingsError(f"GANFORGE_MODE must be 'embedded' or 'production', not {mode!r}")
-        data_dir = Path(env.get("GANFORGE_HOME", str(Path.home() / ".ganforge"))).expanduser()
-        database_url = env.get("GANFORGE_DATABASE_URL", "")
-        broker_url = env.get("GANFORGE_BROKER_URL", "")
-        storage_url = env.get("GANFORGE_STORAGE_URL", "")
-        if mode == "production":
-            missing = [name for name, value in (("GANFORGE_DATABASE_URL", database_url), ("GANFORGE_BROKER_URL", broker_url),
-                                                ("GANFORGE_STORAGE_URL", storage_url)) if not value]
-            if missing:
-                raise SettingsError(f"production mode needs {', '.join(missing)}")
-        else:
-            database_url = database_url or f"sqlite:///{data_dir / 'ganforge.db'}"
-            broker_url = broker_url or f"sqla+sqlite:///{data_dir / 'broker.db'}"
-            storage_url = storage_url or f"file://{data_dir / 'artifacts'}"
-        if not storage_url.startswith(("s3://", "file://")):
-            raise SettingsError("GANFORGE_STORAGE_URL must be s3://bucket[/prefix] or file:///path")
-        dataset_dir = env.get("GANFORGE_DATA_DIR")
-        auth = env.get("GANFORGE_AUTH", "required" if mode == "production" else "off")
-        if auth not in ("off", "required"):
-            raise SettingsError(f"GANFORGE_AUTH must be 'off' or 'required', not {auth!r}")
-        if mode == "production" and auth != "required":
-            raise SettingsError("production mode needs GANFORGE_AUTH=required (API keys); 'off' is for embedded use only")
-        allow_local = _bool(env, "GANFORGE_ALLOW_LOCAL_DATASETS", mode == "embedded")
-        if mode == "production" and allow_local:
-            raise SettingsError("GANFORGE_ALLOW_LOCAL_DATASETS cannot be on in production: tenants would read server files")
-        return cls(
-            mode=mode,
-            data_dir=data_dir,
-            database_url=database_url,
-            broker_url=broker_url,
-            storage_url=storage_url,
-            s3_endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
-            s3_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
-            presign_ttl_seconds=_int(env, "GANFORGE_PRESIGN_TTL", 900),
-            finished_view_cache=_int(env, "GANFORGE_FINISHED_VIEW_CACHE", 2048),
-            max_body_bytes=_int(env, "GANFORGE_MAX_BODY_BYTES", 1_000_000),
-            max_steps=_int(env, "GANFORGE_MAX_STEPS", 1_000_000),
-            max_batch_size=_int(env, "GANFORGE_MAX_BATCH_SIZE", 4096),
-            max_eval_samples=_int(env, "GANFORGE_MAX_EVAL_SAMPLES", 50_000),
-            max_generate_samples=_int(env, "GANFORGE_MAX_GENERATE_SAMPLES", 1024),
-            max_devices=_int(env, "GANFORGE_MAX_DEVICES", 8),
-            worker_devices=_int(env, "GANFORGE_WORKER_DEVICES", 0),
-            worker_queues=_list(env, "GANFORGE_WORKER_QUEUES"),
-            lease_seconds=_int(env, "GANFORGE_LEASE_SECONDS", 60),
-            stop_grace_seconds=_int(env, "GANFORGE_STOP_GRACE_SECONDS", 60),
-            reconcile_seconds=_int(env, "GANFORGE_RECONCILE_SECONDS", 10),
-            requeue_after_seconds=_int(env, "GANFORGE_REQUEUE_AFTER_SECONDS", 60),
-            upload_patience_seconds=_int(env, "GANFORGE_UPLOAD_PATIENCE_SECONDS", 900),
-            worker_id=env.get("GANFORGE_WORKER_ID", ""),
-            dataset_dir=Path(dataset_dir) if dataset_dir else None,
-            log_json=env.get("GANFORGE_LOG_JSON", "1") not in ("0", "false", "no"),
-            signing_secret=env.get("GANFORGE_SECRET_KEY", ""),
-            auth=auth,
-            auth_cache_seconds=_float(env, "GANFORGE_AUTH_CACHE_SECONDS", 5.0),
-            max_queued_per_tenant=_int(env, "GANFORGE_MAX_QUEUED_PER_TENANT", 100),
-            max_active_per_tenant=_int(env, "GANFORGE_MAX_ACTIVE_PER_TENANT", 200),
-            submit_rate_per_minute=_int(env, "GANFORGE_SUBMIT_RATE_PER_MINUTE", 60),
-            dataset_s3_buckets=_list(env, "GANFORGE_DATASET_S3_BUCKETS"),
-            dataset_https_hosts=_list(env, "GANFORGE_DATASET_HTTPS_HOSTS"),
-            allow_local_datasets=allow_local,
-            max_dataset_bytes=_int(env, "GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3),
-        )
+class _Variables(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests pass dicts)."""
+
+    def __init__(self, settings_cls: type[Settings], env: Mapping[str, str]):
+        self._given = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._given.items() if value != ""}
+
+
+def _variable(cls: type[Settings], loc: Any) -> str:
+    """The variable a validation error's location stands for."""
+    field = cls.model_fields.get(str(loc))
+    if field is None:
+        return str(loc)  # already the variable's name
+    alias = field.validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else str(alias)
+
+
+_KINDS = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
+          "bool_parsing": "1/0 (true/false)", "greater_than_equal": "a number >= 0"}
+
+
+def _describe(cls: type[Settings], exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = _variable(cls, error["loc"][0] if error["loc"] else "")
+    raw = error.get("input")
+    if error["type"] in _KINDS:
+        return f"{name} must be {_KINDS[error['type']]}, not {raw!r}"
+    if error["type"] == "literal_error":
+        return f"{name} must be {error['ctx']['expected']}, not {raw!r}"
+    if error["type"] == "value_error":
+        return f"{name} {error['ctx']['error']}"
+    return f"{name}: {error['msg']}"

@@ -44,6 +44,22 @@ def final_key(job_id: str, name: str = "generator.pt") -> str:
     return f"jobs/{job_id}/final/{name}"
 
 
+def evaluation_key(job_id: str, step: int) -> str:
+    return f"jobs/{job_id}/evaluation/step-{step:06d}.json"
+
+
+def loss_plot_key(job_id: str) -> str:
+    return final_key(job_id, "loss_plot.png")
+
+
+def interpolation_key(job_id: str) -> str:
+    return final_key(job_id, "interpolation.png")
+
+
+def attempt_log_key(job_id: str, attempt: int) -> str:
+    return f"jobs/{job_id}/logs/attempt-{attempt}.log"
+
+
 def _check_key(key: str) -> str:
     path = PurePosixPath(key)
     if not key or key.startswith("/") or any(part in ("..", ".", "") for part in key.split("/")) or path.is_absolute():

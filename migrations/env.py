@@ -36,7 +36,7 @@ def database_url() -> str:
     settings = Settings.from_env()
     if settings.is_embedded:
         # The embedded default is a SQLite file under the data directory, which may not exist yet.
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     return settings.database_url
 
 

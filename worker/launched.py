@@ -25,13 +25,18 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from gan_core import distributed
 from gan_core.launch import Launch, die_with_parent, stop_requested, torchrun_argv, wait_for
 from gan_core.spec import JobSpec
 from jobs import lifecycle
 from jobs.lifecycle import Claim
+from jobs.logs import configure_logging
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
+from jobs.settings import Settings
+from jobs.storage import attempt_log_key
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,6 @@ def kill_active() -> None:
 def rank_device(spec: JobSpec) -> str:
     if spec.device != "auto":
         return spec.device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -135,7 +138,7 @@ def _upload_log(services: Services, claim: Claim, path: Path) -> None:
     """The attempt's log (every line tagged with its rank by the launcher) into the store."""
     try:
         data = path.read_bytes()
-        key = f"jobs/{claim.job_id}/logs/attempt-{claim.attempt}.log"
+        key = attempt_log_key(claim.job_id, claim.attempt)
         services.storage.put(key, data, "text/plain; charset=utf-8")
         lifecycle.record_attempt_log(services.db, claim.job_id, claim.attempt, key, data)
     except Exception as exc:  # the job's outcome does not depend on its log
@@ -153,9 +156,6 @@ class _StopFile:
 
 def main() -> int:
     die_with_parent()
-    from jobs.logs import configure_logging
-    from jobs.settings import Settings
-
     settings = Settings.from_env()
     rank = int(os.environ.get("RANK", "0"))
     configure_logging(settings.log_json)
@@ -164,7 +164,7 @@ def main() -> int:
     claim = Claim(**json.loads(os.environ[CLAIM_ENV]))
     device = distributed.device_for(os.environ.get(DEVICE_ENV, "cpu"), int(os.environ.get("LOCAL_RANK", "0")))
     parallel = distributed.init_from_env(device)
-    from worker import runner
+    from worker import runner  # deliberately lazy (a cycle): runner starts this module's ranks (run_launched)
 
     if parallel.is_main:
         # Written only when rank 0 has ended the attempt itself; without it the claiming task
@@ -172,7 +172,7 @@ def main() -> int:
         result = runner.run_claimed(Services.from_settings(settings), claim, _StopFile(), parallel)
         Path(os.environ[OUTCOME_ENV]).write_text(result)
     else:
-        runner.follow_claimed(parallel)
+        runner.follow_claimed(parallel, settings.data_config())
     distributed.shutdown(parallel)
     return 0
 

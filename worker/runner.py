@@ -12,22 +12,22 @@ import time
 from typing import Any, Iterator
 
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from gan_core import checkpoint as ckpt
 from gan_core import distributed, images
 from gan_core.data import DataConfig, DataError, DownloadError
 from gan_core.distributed import SINGLE, Parallel
-from gan_core.evaluation import quality_score
+from gan_core.quality import quality_score
 from gan_core.sampling import interpolation_png
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
 from jobs import datasets, lifecycle
 from jobs.lifecycle import Claim, LeaseLost
-from jobs.models import Artifact, Metric
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
-from jobs.storage import ObjectNotFound, StorageError, checkpoint_key, final_key, sample_key
+from jobs.storage import (ObjectNotFound, StorageError, checkpoint_key, evaluation_key, final_key, interpolation_key,
+                          loss_plot_key, sample_key)
 from worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ class JobReporter(Callbacks):
                     "application/octet-stream")
 
     def on_evaluation(self, step: int, results: dict[str, Any]) -> None:
-        key = f"jobs/{self.claim.job_id}/evaluation/step-{step:06d}.json"
-        self.upload("evaluation", step, key, json.dumps(results).encode(), "application/json",
+        self.upload("evaluation", step, evaluation_key(self.claim.job_id, step), json.dumps(results).encode(), "application/json",
                     score=quality_score(results))
 
     def should_stop(self) -> bool:
@@ -132,8 +131,6 @@ class JobReporter(Callbacks):
 def with_db_retry(call, budget_seconds: float):
     """Run ``call``; while the database connection fails, retry with backoff for up to
     ``budget_seconds`` (a restarted database, a dropped connection). LeaseLost is not retried."""
-    from sqlalchemy.exc import DBAPIError
-
     deadline = time.monotonic() + budget_seconds
     delay = 0.2
     while True:
@@ -167,12 +164,7 @@ def latest_checkpoint(services: Services, job_id: str, patience_seconds: float =
     ``patience_seconds`` (an outage must not fail a job that is resuming); a missing object is
     not retried.
     """
-    from sqlalchemy import select
-
-    with services.db.session() as session:
-        artifact = session.execute(
-            select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint").order_by(Artifact.step.desc()).limit(1)
-        ).scalar_one_or_none()
+    artifact = lifecycle.latest_artifact(services.db, job_id, "checkpoint")
     if artifact is None:
         return None
     deadline, delay = time.monotonic() + patience_seconds, BACKOFF_START
@@ -192,15 +184,7 @@ def latest_checkpoint(services: Services, job_id: str, patience_seconds: float =
 
 
 def loss_plot(services: Services, job_id: str, title: str) -> bytes:
-    from sqlalchemy import select
-
-    series: dict[str, list[tuple[int, float]]] = {"loss_d": [], "loss_g": [], "acc_d": []}
-    with services.db.session() as session:
-        rows = session.execute(
-            select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id, Metric.name.in_(list(series))).order_by(Metric.step)
-        ).all()
-    for name, step, value in rows:
-        series[name].append((step, value))
+    series = lifecycle.metric_series(services.db, job_id, ("loss_d", "loss_g", "acc_d"))
     return images.line_plot_png(series, title=title)
 
 
@@ -228,6 +212,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         problems = "; ".join(f"{d['field']}: {d['problem']}" for d in error_details(exc))
         return _fail(services, claim, f"the job's spec is no longer valid here: {problems}")
     if spec.resources.devices > 1:
+        # Deliberately lazy (a cycle): each rank runs worker.launched as __main__, which imports this module.
         from worker.launched import run_launched
 
         return run_launched(services, claim, spec, drain)
@@ -252,6 +237,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     uploader = Uploader(services, claim, settings.data_dir / "spool", after_upload=retention)
     reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
     try:
+        data_config = settings.data_config()  # a bad GANFORGE_DATASET_MIRRORS fails the job, naming it
         # user data: allowed sources, size-capped (the other ranks read the same local copy)
         spec = parallel.share(lambda: datasets.localise(spec, settings, job_id))
         trainer = None
@@ -262,7 +248,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                 return distributed.checkpoint_bytes(found), 0.5 ** divergences
 
             resume_bytes, lr_scale = parallel.share(resume_point)
-            trainer = _trainer(spec, reporter, resume_bytes, lr_scale, trainer, parallel)
+            trainer = _trainer(spec, data_config, reporter, resume_bytes, lr_scale, trainer, parallel)
             if resume_bytes is not None:
                 log.info("job %s resumes from step %d", job_id, trainer.state.step)
             try:
@@ -275,7 +261,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                         return -1
                     with reporter.long_operation("drain"):
                         uploader.drain(settings.upload_patience_seconds)  # the last good checkpoint is in the store
-                    back_to = _latest_checkpoint_step(services, job_id)
+                    back_to = lifecycle.latest_checkpoint_step(services.db, job_id)
                     log.warning("job %s diverged at step %d; rolling back to step %d with halved learning rates",
                                 job_id, exc.step, back_to)
                     return lifecycle.record_divergence(
@@ -318,15 +304,16 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
         datasets.discard(job_id)
 
 
-def follow_claimed(parallel: Parallel) -> str:
+def follow_claimed(parallel: Parallel, data_config: DataConfig) -> str:
     """A rank other than 0 of a data-parallel job: trains its slice, talks to nobody but the
-    other ranks; the spec, the checkpoint to resume from and every decision come from rank 0."""
+    other ranks; the spec, the checkpoint to resume from and every decision come from rank 0
+    (``data_config``: from the settings of the environment the ranks inherit)."""
     try:
         spec = parallel.share(None)
         trainer = None
         while True:
             resume_bytes, lr_scale = parallel.share(None)
-            trainer = _trainer(spec, Callbacks(), resume_bytes, lr_scale, trainer, parallel)
+            trainer = _trainer(spec, data_config, Callbacks(), resume_bytes, lr_scale, trainer, parallel)
             try:
                 result = trainer.run()
                 return "stopped" if result.stopped else "trained"
@@ -338,33 +325,25 @@ def follow_claimed(parallel: Parallel) -> str:
         return "rank0_failed"
 
 
-def _trainer(spec: JobSpec, callbacks: Callbacks, resume_bytes: bytes | None, lr_scale: float,
-             previous: Trainer | None, parallel: Parallel) -> Trainer:
+def _trainer(spec: JobSpec, data_config: DataConfig, callbacks: Callbacks, resume_bytes: bytes | None,
+             lr_scale: float, previous: Trainer | None, parallel: Parallel) -> Trainer:
     resume = ckpt.load(resume_bytes, expect=ckpt.TRAINING_FORMAT) if resume_bytes is not None else None
     device = None
     if parallel.enabled:
         device = str(distributed.device_for(spec.device, parallel.local_rank))
-    trainer = Trainer(spec, data_config=DataConfig.from_env(), callbacks=callbacks, resume_from=resume,
+    trainer = Trainer(spec, data_config=data_config, callbacks=callbacks, resume_from=resume,
                       dataset=previous.data if previous is not None else None, device=device, parallel=parallel)
     trainer.lr_scale = lr_scale
     return trainer
-
-
-def _latest_checkpoint_step(services: Services, job_id: str) -> int:
-    from sqlalchemy import func, select
-
-    with services.db.read() as session:
-        return session.scalar(select(func.max(Artifact.step)).where(Artifact.job_id == job_id,
-                                                                    Artifact.kind == "checkpoint")) or 0
 
 
 def _upload_final(services: Services, job_id: str, spec: JobSpec, trainer: Trainer, reporter: JobReporter,
                   step: int) -> None:
     reporter.upload("final_model", step, final_key(job_id), ckpt.to_bytes(trainer.generator_file()),
                     "application/octet-stream")
-    reporter.upload("loss_plot", step, f"jobs/{job_id}/final/loss_plot.png",
+    reporter.upload("loss_plot", step, loss_plot_key(job_id),
                     loss_plot(services, job_id, f"{spec.name}: losses and D accuracy"), "image/png")
-    reporter.upload("interpolation", step, f"jobs/{job_id}/final/interpolation.png",
+    reporter.upload("interpolation", step, interpolation_key(job_id),
                     interpolation_png(trainer.generator_file()), "image/png")
 
 

@@ -15,7 +15,12 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
+from jobs import lifecycle, reconciler
 from jobs.queue import TASK_NAME
+from jobs.services import Services
+from jobs.settings import Settings
+from worker import runner
+from worker.launched import kill_active
 
 log = logging.getLogger(__name__)
 _services = None
@@ -25,29 +30,20 @@ def services():
     """The worker process's services, built once from the environment (never at import)."""
     global _services
     if _services is None:
-        from jobs.services import Services
-        from jobs.settings import Settings
-
         _services = Services.from_settings(Settings.from_env())
     return _services
 
 
 @shared_task(name=TASK_NAME, acks_late=True, ignore_result=True)
 def run_job(job_id: str) -> str:
-    from worker.runner import run_job as run
-
-    return run(services(), job_id)
+    return runner.run_job(services(), job_id)
 
 
 @worker_ready.connect
 def _start_reconciler(**_kwargs) -> None:
-    from jobs import lifecycle
-    from worker import reconciler
-    from worker.runner import default_worker_id
-
     svc = services()
     settings = svc.settings
-    worker_id = settings.worker_id or default_worker_id()
+    worker_id = settings.worker_id or runner.default_worker_id()
 
     def announce() -> None:  # which job sizes this worker takes: the API's waiting reasons read it
         if settings.worker_queues:
@@ -58,16 +54,12 @@ def _start_reconciler(**_kwargs) -> None:
 
 @worker_shutting_down.connect
 def _drain(sig=None, how=None, **_kwargs) -> None:
-    from worker.runner import DRAIN
-
     grace = services().settings.stop_grace_seconds
     log.warning("%s (%s shutdown): draining the running job, at most %d s", sig, how, grace)
-    DRAIN.set()
+    runner.DRAIN.set()
     _forget_me()
 
     def deadline() -> None:
-        from worker.launched import kill_active
-
         log.error("the running job did not drain within %d s; exiting (its lease will expire)", grace)
         kill_active()  # no training process outlives its worker
         os._exit(1)
@@ -79,10 +71,7 @@ def _drain(sig=None, how=None, **_kwargs) -> None:
 
 def _forget_me() -> None:
     """A stopping worker takes no new job: the API stops counting it for waiting reasons."""
-    from jobs import lifecycle
-    from worker.runner import default_worker_id
-
     try:
-        lifecycle.forget_worker(services().db, services().settings.worker_id or default_worker_id())
+        lifecycle.forget_worker(services().db, services().settings.worker_id or runner.default_worker_id())
     except Exception as exc:  # the database may be away; the row ages out
         log.warning("could not remove this worker's announcement: %s", exc)

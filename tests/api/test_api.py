@@ -21,7 +21,7 @@ from sqlalchemy import insert, select
 
 from api import create_app
 from api.generation import label_problem, render
-from api.jobs import downsample
+from api.read_model import downsample
 from gan_core.spec import JobSpec
 from jobs import lifecycle
 from jobs.db import Database

@@ -173,7 +173,7 @@ def test_interpolate_a_conditional_generator_is_one_row_of_one_class(api, condit
 
 # ---- downsampled metric series (the charts ask for max_points) ----------------------------------
 def test_metrics_downsampled_in_the_database_pick_what_downsample_picks(api):
-    from api.jobs import downsample
+    from api.read_model import downsample
     from jobs import lifecycle
 
     job_id, token = running_job(api.db)

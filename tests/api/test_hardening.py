@@ -305,7 +305,7 @@ def test_the_embedded_servers_access_log_has_no_query_strings(embedded_home, cap
     import urllib.error
     import urllib.request
 
-    from ganforge.cli import _serve_embedded
+    from ganforge.cli.serve import _serve_embedded
 
     caplog.set_level(logging.INFO, logger="werkzeug")
     server = _serve_embedded("127.0.0.1", 0)
@@ -321,7 +321,7 @@ def test_the_embedded_servers_access_log_has_no_query_strings(embedded_home, cap
 
 
 def test_gunicorns_access_format_has_no_query_string():
-    from ganforge.cli import gunicorn_argv
+    from ganforge.cli.serve import gunicorn_argv
 
     argv = gunicorn_argv("127.0.0.1", 8080, 1)
     access_format = argv[argv.index("--access-logformat") + 1]

@@ -21,7 +21,7 @@ ROW = re.compile(r"^\| (keras|ganforge) \| (\d+) \| ([0-9.]+|nan) \| (\d+)/10 \|
 def cache_dir(tmp_path_factory, data_dir):
     """A cache holding a quickly trained MNIST domain classifier under the name the evaluator looks
     for, so that the bench scores without training the full one (minutes) first."""
-    from gan_core import evaluation
+    from gan_core import quality
     from gan_core.data import DataConfig, dataset_fingerprint, load_test_images
     from gan_core.spec import DatasetSpec
 
@@ -30,7 +30,7 @@ def cache_dir(tmp_path_factory, data_dir):
     spec = DatasetSpec(name="mnist")
     train_x, train_y = load_test_images(spec, config, split="train")
     test = load_test_images(spec, config)
-    evaluation.get_classifier(dataset_fingerprint(spec, config), (train_x[:6000], train_y[:6000]), test,
+    quality.get_classifier(dataset_fingerprint(spec, config), (train_x[:6000], train_y[:6000]), test,
                               cache / "classifiers", epochs=1, num_classes=10)
     return cache
 

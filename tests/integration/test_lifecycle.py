@@ -375,3 +375,54 @@ def test_deleting_a_job_cascades(db):
     with db.session() as session:
         for model in (JobEvent, Metric, Artifact):
             assert session.scalar(select(func.count()).select_from(model).where(model.job_id == job_id)) == 0
+
+
+def test_submit_idempotent_admits_once_and_replays_a_retry(db):
+    spec = make_spec()
+    admitted: list[str] = []
+
+    def admit(session):
+        admitted.append("checked")
+        return {"X-RateLimit-Remaining": "9"}
+
+    plain = lifecycle.submit_idempotent(db, spec, "acme", admit=admit)
+    assert plain.created and plain.queue == "cpu" and plain.admitted == {"X-RateLimit-Remaining": "9"}
+    first = lifecycle.submit_idempotent(db, spec, "acme", "key-1", "hash-a", admit=admit)
+    assert first.created and first.job_id != plain.job_id and len(admitted) == 2
+    again = lifecycle.submit_idempotent(db, spec, "acme", "key-1", "hash-a", admit=admit)
+    assert (again.job_id, again.created, again.admitted) == (first.job_id, False, None)
+    assert len(admitted) == 2  # a retry spends no limit
+    other_tenant = lifecycle.submit_idempotent(db, spec, "globex", "key-1", "hash-a")
+    assert other_tenant.created and other_tenant.job_id != first.job_id
+    with pytest.raises(lifecycle.IdempotencyConflict):
+        lifecycle.submit_idempotent(db, spec, "acme", "key-1", "hash-b", admit=admit)
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 3
+
+
+def test_submit_idempotent_makes_nothing_when_admit_refuses(db):
+    class Refused(Exception):
+        pass
+
+    def refuse(session):
+        raise Refused
+
+    for key in (None, "key-2"):
+        with pytest.raises(Refused):
+            lifecycle.submit_idempotent(db, make_spec(), "acme", key, key and "hash", admit=refuse)
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_the_runners_reads_latest_checkpoint_and_metric_series(db):
+    job_id = submit(db)
+    claim = lifecycle.claim(db, job_id, "w1", LEASE)
+    assert lifecycle.latest_artifact(db, job_id, "checkpoint") is None
+    assert lifecycle.latest_checkpoint_step(db, job_id) == 0
+    for step in (10, 30, 20):
+        lifecycle.record_artifact(db, job_id, claim.token, kind="checkpoint", step=step, key=f"k/{step}", size=1,
+                                  sha256="0" * 64, content_type="application/octet-stream")
+    assert lifecycle.latest_artifact(db, job_id, "checkpoint").key == "k/30"
+    assert lifecycle.latest_checkpoint_step(db, job_id) == 30
+    lifecycle.record_metrics(db, job_id, claim.token, [(2, {"loss_d": 0.5, "acc_d": 1.0}), (1, {"loss_d": 0.7})], LEASE)
+    assert lifecycle.metric_series(db, job_id, ("loss_d", "loss_g")) == {"loss_d": [(1, 0.7), (2, 0.5)], "loss_g": []}

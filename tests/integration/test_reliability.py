@@ -21,7 +21,7 @@ from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME, RecordingEnqueuer
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.storage import LocalStorage, StorageError
-from worker import reconciler
+from jobs import reconciler
 from tests.integration.test_worker import ring_spec as worker_ring_spec
 from worker.runner import run_job
 
@@ -85,8 +85,8 @@ def poison_losses(monkeypatch, at_steps: set[int], times: int):
     real = trainer_module.train_step
     calls = {"step": 0, "left": times}
 
-    def step(state, data, noise, spec, with_grad_norms=False, **kwargs):
-        stats = real(state, data, noise, spec, with_grad_norms, **kwargs)
+    def step(state, data, noise, spec, *args, **kwargs):
+        stats = real(state, data, noise, spec, *args, **kwargs)
         if state.step + 1 in at_steps and calls["left"] > 0:
             calls["left"] -= 1
             stats["loss_d"] = torch.tensor(float("nan"))

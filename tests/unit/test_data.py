@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import io
 import itertools
-import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gan_core.cli import data_config_from_env
 from gan_core.data import (
     ChecksumError,
     DataConfig,
@@ -233,10 +233,7 @@ def test_download_into_cache_once(tmp_path, mirror, monkeypatch):
     for name in (TEST_IMAGES, TEST_LABELS):
         mirror.put(f"mnist/{name}", (MNIST_DIR / name).read_bytes())
     (tmp_path / "empty").mkdir()
-    monkeypatch.setenv("GANFORGE_DATA_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv("GANFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("GANFORGE_DATASET_MIRRORS", json.dumps({"mnist": [f"{mirror.url}/mnist/"]}))
-    config = DataConfig.from_env()
+    config = DataConfig(data_dir=tmp_path / "empty", cache_dir=tmp_path / "cache", mirrors={"mnist": [f"{mirror.url}/mnist/"]})
 
     images, labels = load_idx_split("mnist", "test", config)
     assert sorted(mirror.requests) == [f"/mnist/{TEST_IMAGES}", f"/mnist/{TEST_LABELS}"]
@@ -286,19 +283,20 @@ def test_unreachable_mirrors_list_what_was_tried(tmp_path, mirror):
     assert cache_files(config) == []
 
 
-def test_config_from_env_and_overrides(tmp_path, monkeypatch):
+def test_the_local_cli_reads_the_data_variables_and_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("GANFORGE_DATA_DIR", str(tmp_path / "d"))
     monkeypatch.setenv("GANFORGE_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv("GANFORGE_DATASET_MIRRORS", '{"mnist": "http://127.0.0.1:8000/mnist/"}')
-    config = DataConfig.from_env()
+    config = data_config_from_env()
     assert config.data_dir == tmp_path / "d" and config.cache_dir == tmp_path / "c"
     assert config.mirrors_for("mnist") == ("http://127.0.0.1:8000/mnist/",)
     assert config.mirrors_for("fashion-mnist")[0].startswith("http://fashion-mnist.s3")
-    assert DataConfig.from_env(data_dir=None).data_dir is None
+    assert data_config_from_env(data_dir=None).data_dir is None
+    assert DataConfig().data_dir is None  # the library itself reads no variable
 
     monkeypatch.setenv("GANFORGE_DATASET_MIRRORS", "{not json")
     with pytest.raises(DataError, match="GANFORGE_DATASET_MIRRORS"):
-        DataConfig.from_env()
+        data_config_from_env()
     with pytest.raises(DataError, match="unknown dataset"):
         DataConfig(mirrors={"mnsit": ["http://x/"]})
     with pytest.raises(DataError, match="http"):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan_core import evaluation
-from gan_core.evaluation import (
+from gan_core import quality
+from gan_core.quality import (
     distribution_figures,
     kernel_inception_distance,
     precision_recall_density_coverage,
@@ -130,7 +130,7 @@ def test_quality_score_ranks_stacked_mnist_by_modes_then_kl() -> None:
     assert quality_score(better_kl) < quality_score(more)
     assert quality_score({"domain_fid": 12.5, "kid": 0.1}) == 12.5
     assert quality_score({"modes": 8, "n_modes": 8, "hq_percent": 98.0}) == pytest.approx(0.02)
-    assert evaluation.PRDC_NEAREST_K == 5  # Naeem et al.'s recommended k
+    assert quality.PRDC_NEAREST_K == 5  # Naeem et al.'s recommended k
 
 
 def test_the_train_summary_names_kid_and_prdc() -> None:

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan_core import evaluation
-from gan_core.evaluation import (
+from gan_core import quality
+from gan_core.quality import (
     DomainClassifier,
     evaluate_images,
     evaluate_mixture,
@@ -197,7 +197,7 @@ def test_second_call_loads_from_the_cache(trained, monkeypatch: pytest.MonkeyPat
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier should have been loaded, not retrained")
 
-    monkeypatch.setattr(evaluation, "_train", no_training)
+    monkeypatch.setattr(quality, "_train", no_training)
     model, meta = get_classifier("mnist-small", trained["train"], trained["test"], trained["cache"], epochs=1)
     assert meta == trained["meta"]
     assert files[0].stat().st_mtime_ns == mtime
@@ -209,7 +209,7 @@ def test_second_call_loads_from_the_cache(trained, monkeypatch: pytest.MonkeyPat
 @needs_mnist
 def test_corrupt_cache_is_retrained(trained, tmp_path: Path) -> None:
     train = (trained["train"][0][:300], trained["train"][1][:300])
-    path = evaluation._cache_path(tmp_path, "mnist-tiny")
+    path = quality._cache_path(tmp_path, "mnist-tiny")
     path.write_bytes(b"not a checkpoint")
     _, meta = get_classifier("mnist-tiny", train, trained["test"], tmp_path, epochs=1)
     assert meta["n_train"] == 300

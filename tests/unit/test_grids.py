@@ -110,7 +110,7 @@ def test_classifier_train_refuses_an_unknown_dataset(capsys) -> None:
 
 def test_classifier_train_caches_the_classifier_the_evaluation_loads(data_dir, tmp_path, monkeypatch, capsys) -> None:
     from gan_core import data as data_module
-    from gan_core import evaluation, evaluator
+    from gan_core import quality, evaluator
     from gan_core.data import DataConfig
 
     real_split = data_module.load_test_images

@@ -1,6 +1,8 @@
 import pkgutil
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import gan_core
 
@@ -10,8 +12,8 @@ BENCH_ONLY_LIBS = ("tensorflow", "keras", "tf_keras")
 
 
 def test_gan_core_imports_no_service_library_and_does_no_work():
-    modules = sorted(m.name for m in pkgutil.iter_modules(gan_core.__path__, "gan_core."))
-    assert {"gan_core.trainer", "gan_core.data", "gan_core.models", "gan_core.cli"} <= set(modules)
+    modules = sorted(m.name for m in pkgutil.walk_packages(gan_core.__path__, "gan_core."))
+    assert {"gan_core.trainer", "gan_core.data.fetch", "gan_core.models", "gan_core.cli"} <= set(modules)
     code = (
         "import sys, importlib\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -21,3 +23,24 @@ def test_gan_core_imports_no_service_library_and_does_no_work():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"gan_core pulled in: {out.stdout.strip()}"
+
+
+def test_jobs_never_imports_the_worker_or_the_api():
+    """The control plane sits below api/ and worker/: importing every jobs module (the Celery app
+    factory included) loads no module of theirs, and no jobs source names one."""
+    import jobs
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(jobs.__path__, "jobs."))
+    assert {"jobs.broker", "jobs.reconciler", "jobs.queue"} <= set(modules)
+    code = (
+        "import sys, importlib\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('worker', 'api', 'ganforge'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"jobs pulled in: {out.stdout.strip()}"
+    # Lazy imports inside functions and task names in strings count too (include=["worker.tasks"]).
+    for path in Path(jobs.__path__[0]).glob("*.py"):
+        for line in path.read_text().splitlines():
+            assert not re.search(r"""\b(from|import)\s+(worker|api)\b|["']worker\.""", line), f"{path.name}: {line.strip()}"

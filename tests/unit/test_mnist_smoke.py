@@ -3,7 +3,7 @@ untrained generator's (the GAN learned something digit-like)."""
 
 import torch
 
-from gan_core import evaluation
+from gan_core import quality
 from gan_core.data import load_idx_split, load_test_images
 from gan_core.evaluator import Evaluator
 from gan_core.spec import JobSpec
@@ -20,7 +20,7 @@ def test_short_mnist_run_raises_classifier_confidence(data_config):
     subset = slice(0, 10000)
     train = (torch.from_numpy(images[subset, None].copy()).float().div(127.5).sub(1), torch.from_numpy(labels[subset]))
     test_x, test_y = load_test_images(spec.dataset, data_config)
-    classifier, meta = evaluation.get_classifier("smoke-subset", train, (test_x[:2000], test_y[:2000]),
+    classifier, meta = quality.get_classifier("smoke-subset", train, (test_x[:2000], test_y[:2000]),
                                                  data_config.cache_dir, epochs=2)
     assert meta["test_accuracy"] > 0.8  # a rough classifier (2 epochs on 10 000 images) is enough here
 
@@ -29,7 +29,7 @@ def test_short_mnist_run_raises_classifier_confidence(data_config):
 
     def figures():
         samples, _ = evaluator._generate(trainer.state.sampling_generator, 1000, trainer.device)
-        return evaluation.evaluate_images(samples, classifier, test_x[:2000])
+        return quality.evaluate_images(samples, classifier, test_x[:2000])
 
     before = figures()
     trainer.run()

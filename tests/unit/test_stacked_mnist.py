@@ -9,9 +9,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from gan_core import evaluation, evaluator, stacked_mnist
+from gan_core import quality, evaluator, stacked_mnist
 from gan_core.data import DataConfig, build_dataset, dataset_fingerprint, load_idx_split
-from gan_core.evaluation import get_classifier
+from gan_core.quality import get_classifier
 from gan_core.spec import DatasetSpec, JobSpec, error_details
 from gan_core.stacked_mnist import evaluate_stacked, load_stacked, mode_figures, stack_digits
 

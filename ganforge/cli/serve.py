@@ -1,26 +1,27 @@
-"""``ganforge``: local training (from gan_core), the servers, and the HTTP client commands."""
+"""The service's commands: up (everything on this machine), api, worker, reconcile, keys, db.
+
+Each command imports the service modules it uses when it runs (deliberately lazy): the client
+and local commands share this parser, and ``ganforge status`` or ``ganforge train`` should not
+load SQLAlchemy, Celery, Flask and alembic first.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
 
-from gan_core import cli as local
-from gan_core.cli import CLIError, read_spec
-
-log = logging.getLogger("ganforge")
-TERMINAL = ("succeeded", "failed", "cancelled")
+from gan_core.cli import CLIError
+from ganforge.cli.follow import submit_and_wait
+from ganforge.client import Client
 
 
-# ---- servers -------------------------------------------------------------------------------
 def _settings():
     from jobs.settings import Settings, SettingsError
 
@@ -35,7 +36,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     if args.action == "upgrade":
         upgrade(settings.database_url, args.revision or "head")
     else:
@@ -45,11 +46,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    import time
-
     from jobs.logs import configure_logging
     from jobs.services import Services
-    from worker.reconciler import reconcile_once
+    from jobs.reconciler import reconcile_once
 
     settings = _settings()
     configure_logging(settings.log_json)
@@ -72,7 +71,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.ensure_data_dir()
     db = Database(settings.database_url)
     try:
         if args.action == "create":
@@ -112,7 +111,7 @@ def _check_embedded_host(settings, host: str) -> None:
 
 def _worker_devices(requested: int | None) -> tuple[int, bool]:
     """(devices, gpus): --devices, else every visible GPU, else 1 (a CPU worker)."""
-    import torch
+    import torch  # the heaviest of all: only `worker` and `up` count GPUs
 
     gpus = torch.cuda.is_available()
     if requested is not None:
@@ -133,7 +132,7 @@ def _worker_queues(args: argparse.Namespace) -> tuple[int, str]:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.logs import configure_logging
-    from worker.celery_app import make_celery
+    from jobs.broker import make_celery
 
     devices, queues = _worker_queues(args)
     # What this worker can run, for the task and for its announcements (waiting reasons).
@@ -141,7 +140,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os.environ["GANFORGE_WORKER_QUEUES"] = queues
     settings = _settings()
     configure_logging(settings.log_json)
-    app = make_celery(settings.broker_url)
+    app = make_celery(settings.broker_url, include=["worker.tasks"])
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if args.hostname:
@@ -152,8 +151,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _serve_embedded(host: str, port: int, ready_file: str | None = None):
     """The API on a thread of this process (werkzeug, threaded); returns the server."""
-    import threading
-
     from werkzeug.serving import make_server
 
     from api import create_app
@@ -194,12 +191,9 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     """The production API server's command line (``ganforge api``; bench/service.py runs the same).
 
     gthread workers keep connections alive (clients poll); the app logs each request itself.
-    Defaults measured on 2 cores (bench/service.py, GET of a running job): one worker per core
-    (5 workers, the usual 2 x cores + 1, did about half as well: the processes only contend for
-    the cores), 2 to 4 threads each alike (4 leave room for slow requests), and SO_REUSEPORT (a
-    listening socket per worker) so the kernel spreads connections over the workers: with one
-    shared socket a worker could take most of the long-lived keep-alive connections while the
-    other idled (767 req/s and p99 288 ms in such runs).
+    One worker per core, 4 threads each (room for slow requests) and a listening socket per
+    worker (SO_REUSEPORT, so the kernel spreads the keep-alive connections over the workers):
+    the defaults bench/service.py settled on, figures in bench/README.md ("GET /v1/jobs/{id}").
     """
     from api.logging import GUNICORN_ACCESS_FORMAT
 
@@ -224,7 +218,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     os.environ.setdefault("GANFORGE_MODE", "embedded")
     settings = _settings()
     _check_embedded_host(settings, args.host)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.ensure_data_dir()
     from jobs.logs import configure_logging
     from jobs.migrate import upgrade
 
@@ -242,13 +236,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     code = 0
     try:
         if args.submit:
-            from ganforge.client import Client
-
             def worker_alive() -> None:
                 if worker.poll() is not None:
                     raise CLIError(f"the worker exited (code {worker.returncode}); see {settings.data_dir / 'worker.log'}")
 
-            code = _submit_and_wait(Client(url), args.submit, show_progress=True, json_out=False,
+            code = submit_and_wait(Client(url), args.submit, show_progress=True, json_out=False,
                                     fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive)
             if args.exit_when_done:
                 return code
@@ -272,158 +264,7 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
         process.wait()
 
 
-# ---- client commands -----------------------------------------------------------------------
-def _client(args: argparse.Namespace):
-    from ganforge.client import Client
-
-    return Client(args.url)
-
-
-def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2) if args.json else text)
-
-
-def _wait(client, job_id: str, show_progress: bool, alive=lambda: None) -> dict[str, Any]:
-    """Poll until the job ends; ``alive()`` may raise CLIError (e.g. the local worker died)."""
-    from tqdm import tqdm
-
-    job = client.job(job_id)
-    bar = tqdm(total=job["progress"]["total"], unit="step", disable=not show_progress, file=sys.stderr,
-               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
-    try:
-        while True:
-            alive()
-            job = client.job(job_id)
-            bar.update(job["progress"]["step"] - bar.n)
-            metrics = job.get("latest_metrics") or {}
-            if metrics:
-                bar.set_postfix(status=job["status"], loss_d=f"{metrics.get('loss_d', 0):.3f}", loss_g=f"{metrics.get('loss_g', 0):.3f}", refresh=False)
-            else:
-                bar.set_postfix(status=job["status"], refresh=False)
-            if job["status"] in TERMINAL:
-                return job
-            time.sleep(1.0)
-    finally:
-        bar.close()
-
-
-def _submit_and_wait(client, spec_path: str, show_progress: bool, json_out: bool, fetch_to: Path | None = None,
-                     alive=lambda: None) -> int:
-    from ganforge.client import APIError
-
-    spec = read_spec(spec_path)
-    try:
-        job = client.submit(spec.model_dump(mode="json"))
-        print(f"submitted job {job['id']} ({spec.name})", flush=True)
-        job = _wait(client, job["id"], show_progress, alive)
-    except APIError as exc:
-        raise CLIError(exc.describe()) from None
-    print(f"job {job['id']} {job['status']}" + (f": {job['error']}" if job.get("error") else ""))
-    if job["status"] == "succeeded":
-        _print_results(client, job, fetch_to)
-    return 0 if job["status"] == "succeeded" else 1
-
-
-def _print_results(client, job: dict[str, Any], fetch_to: Path | None) -> None:
-    samples = client.samples(job["id"])["items"]
-    checkpoints = client.checkpoints(job["id"])
-    print(f"  sample grids: {len(samples)}, latest {samples[-1]['url'] if samples else '-'}")
-    final = checkpoints.get("final")
-    if final:
-        print(f"  final generator: {final['url']}")
-    if job.get("evaluation"):
-        print(f"  evaluation: {json.dumps({k: v for k, v in job['evaluation'].items() if not isinstance(v, (list, dict))})}")
-    if fetch_to is not None:
-        fetch_to.mkdir(parents=True, exist_ok=True)
-        for item in samples:
-            (fetch_to / f"step-{item['step']:06d}.png").write_bytes(client.download(item["url"]))
-        if final:
-            (fetch_to / "generator.pt").write_bytes(client.download(final["url"]))
-        print(f"  downloaded to {fetch_to}/")
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from ganforge.client import APIError
-
-    client = _client(args)
-    if args.wait:
-        return _submit_and_wait(client, args.spec, show_progress=not args.json, json_out=args.json)
-    spec = read_spec(args.spec)
-    try:
-        job = client.submit(spec.model_dump(mode="json"))
-    except APIError as exc:
-        raise CLIError(exc.describe()) from None
-    _out(args, job, job["id"])
-    return 0
-
-
-def _call(fn, *a, **k):
-    from ganforge.client import APIError
-
-    try:
-        return fn(*a, **k)
-    except APIError as exc:
-        raise CLIError(exc.describe()) from None
-    except OSError as exc:
-        raise CLIError(f"cannot reach the service: {exc}") from None
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    job = _call(_client(args).job, args.id)
-    p = job["progress"]
-    _out(args, job, f"{job['id']} {job['name']} {job['status']} step {p['step']}/{p['total']} attempts {job['attempts']}"
-         + (f" error: {job['error']}" if job.get("error") else ""))
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    page = _call(_client(args).jobs, status=args.status, limit=args.limit, cursor=args.cursor)
-    lines = [f"{j['id']}  {j['status']:9s} {j['progress']['step']:>7d}/{j['progress']['total']:<7d} {j['name']}" for j in page["items"]]
-    if page.get("next_cursor"):
-        lines.append(f"(more: --cursor {page['next_cursor']})")
-    _out(args, page, "\n".join(lines) or "no jobs")
-    return 0
-
-
-def cmd_cancel(args: argparse.Namespace) -> int:
-    job = _call(_client(args).cancel, args.id)
-    _out(args, job, f"{job['id']} {job['status']}" + (" (cancellation requested)" if job["status"] == "running" else ""))
-    return 0
-
-
-def cmd_samples(args: argparse.Namespace) -> int:
-    client = _client(args)
-    items = _call(client.samples, args.id)["items"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for item in items:
-        path = out / f"step-{item['step']:06d}.png"
-        path.write_bytes(_call(client.download, item["url"]))
-        written.append(str(path))
-    _out(args, {"files": written}, f"downloaded {len(written)} sample grids to {out}/")
-    return 0
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    if Path(args.checkpoint).exists():
-        return local.cmd_generate(args)
-    client = _client(args)
-    out = Path(args.out)
-    fmt = "npy" if out.suffix == ".npy" else "png"
-    data = _call(client.generate, args.checkpoint, n=args.n, seed=args.seed, labels=local._parse_labels(args.labels),
-                 checkpoint=args.step, fmt=fmt)
-    out.write_bytes(data)
-    _out(args, {"file": str(out), "bytes": len(data)}, f"wrote {out}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="GAN training: locally, or as a service")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    local.add_commands(sub)
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="run the whole service on this machine (SQLite, local store, serverless broker)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -471,45 +312,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("upgrade", "downgrade"))
     p.add_argument("revision", nargs="?")
     p.set_defaults(func=cmd_db)
-
-    def client_parser(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
-
-    p = client_parser("submit", "submit a job spec")
-    p.add_argument("spec")
-    p.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
-    p.set_defaults(func=cmd_submit)
-    p = client_parser("status", "show a job")
-    p.add_argument("id")
-    p.set_defaults(func=cmd_status)
-    p = client_parser("list", "list jobs, newest first")
-    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
-    p.set_defaults(func=cmd_list)
-    p = client_parser("cancel", "cancel a job")
-    p.add_argument("id")
-    p.set_defaults(func=cmd_cancel)
-    p = client_parser("samples", "download a job's sample grids")
-    p.add_argument("id")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_samples)
-    # `generate` is local for a checkpoint file and remote for a job id.
-    p = sub.choices["generate"]
-    p.add_argument("--url", help="service URL, when CHECKPOINT is a job id")
-    p.add_argument("--step", type=int, help="with a job id: checkpoint step (default: the final generator)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_generate)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return local.main(argv, parser=build_parser())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

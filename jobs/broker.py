@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from celery import Celery
 
 
-def make_celery(broker_url: str) -> Celery:
-    app = Celery("ganforge", broker=broker_url, include=["worker.tasks"])
+def make_celery(broker_url: str, include: Sequence[str] = ()) -> Celery:
+    """The app that sends (``include`` empty: tasks are sent by name) or, given the task modules
+    in ``include`` (``ganforge worker`` passes its task module), runs jobs."""
+    app = Celery("ganforge", broker=broker_url, include=list(include))
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
