@@ -20,9 +20,14 @@ import io
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if __name__ == "__main__":  # what may be missing, checked before it is imported
+    from bench.prerequisites import Needs
+
+    Needs("bench/ema_averaged_model.py").python("torch", "numpy").check()
+
+import torch  # noqa: E402
 
 from gan_core.data import DataConfig  # noqa: E402
 from gan_core.spec import JobSpec  # noqa: E402

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import importlib.util
 import json
 import os
 import shutil
@@ -79,17 +78,13 @@ def merge(base: dict, overrides: dict) -> dict:
 
 
 def check_prerequisites(sides: list[str]) -> None:
-    """Exit with a message (no traceback) when something the run needs is missing."""
-    missing = []
-    if "keras" in sides and importlib.util.find_spec("tensorflow") is None:
-        missing.append(f"tensorflow is not installed: {INSTALL_HINT}")
-    data_dir = os.environ.get("GANFORGE_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "mnist").is_dir():
-        missing.append("the MNIST files: set GANFORGE_DATA_DIR to the folder holding mnist/ (`. scripts/env`)")
-    if missing:
-        for line in missing:
-            print(f"bench/reference.py: missing {line}", file=sys.stderr)
-        raise SystemExit(2)
+    """Exit with one line (no traceback) naming what the run needs and is missing."""
+    from bench.prerequisites import Needs
+
+    needs = Needs("bench/reference.py").python("torch", "numpy")
+    if "keras" in sides:
+        needs.python("tensorflow", how=INSTALL_HINT)
+    needs.mnist().check()
 
 
 def single_thread_env() -> dict[str, str]:

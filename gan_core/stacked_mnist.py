@@ -85,7 +85,7 @@ def build_stacked_dataset(spec: Any, config: Any, device: torch.device, seed: in
 
     Its labels are the mode ids, kept for inspection; the spec refuses conditioning on them.
     """
-    from gan_core.data import ImageDataset, _to_model_range
+    from gan_core.data.datasets import ImageDataset, _to_model_range
 
     size = STACKED_TRAIN_SIZE if spec.limit is None else min(spec.limit, STACKED_TRAIN_SIZE)
     x, modes = load_stacked("train", config, size)

@@ -131,7 +131,7 @@ def test_classifier_train_caches_the_classifier_the_evaluation_loads(data_dir, t
     def no_training(*args, **kwargs):
         raise AssertionError("the evaluation should load what the command trained")
 
-    monkeypatch.setattr(evaluation, "_train", no_training)
+    monkeypatch.setattr(quality, "_train", no_training)
     spec = JobSpec.model_validate({"name": "m", "dataset": {"name": "mnist"}})
     data = types.SimpleNamespace(kind="image", num_classes=10)
     ev = evaluator.Evaluator(spec, data=data, config=DataConfig(data_dir=data_dir, cache_dir=cache))
