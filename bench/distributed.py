@@ -103,10 +103,15 @@ def table(rows: list[tuple], header: tuple) -> None:
 
 
 def cpu_bench(args) -> None:
-    results = {n: run(CPU_SPEC, n, args.steps, args.log_every, threads=1) for n in (1, 2)}
-    base = results[1]["images_per_s"]
-    rows = [(n, f"{r['steps_per_s']:.2f}", f"{r['images_per_s']:.0f}", f"{r['images_per_s'] / (n * base):.1%}")
-            for n, r in results.items()]
+    # The same spec with per-rank batch norm shows what the synchronised statistics cost (each
+    # batch-norm layer all-reduces its moments in every forward and backward).
+    local_bn = {**CPU_SPEC, "train": {**CPU_SPEC["train"], "sync_batchnorm": False}}
+    configs = [("1", CPU_SPEC, 1), ("2", CPU_SPEC, 2), ("2, per-rank BN", local_bn, 2)]
+    rows, base = [], None
+    for label, spec, n in configs:
+        r = run(spec, n, args.steps, args.log_every, threads=1)
+        base = base or r["images_per_s"]
+        rows.append((label, f"{r['steps_per_s']:.2f}", f"{r['images_per_s']:.0f}", f"{r['images_per_s'] / (n * base):.1%}"))
     print(f"CPU, gloo, DCGAN 32 px MNIST, global batch {CPU_SPEC['train']['batch_size']}, one core per process, "
           f"{args.steps} steps, median of windows of {args.log_every}:")
     table(rows, ("processes", "steps/s", "images/s", "scaling"))
