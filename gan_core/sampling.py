@@ -16,7 +16,7 @@ from gan_core import checkpoint as ckpt
 from gan_core import rejection as rejection_sampling
 from gan_core.models import build_discriminator, build_generator
 from gan_core.rejection import Rejector, build_rejector, chunk_size
-from gan_core.spec import JobSpec
+from gan_core.spec import JobSpec, stored_spec
 
 MAX_SAMPLES = 100_000
 
@@ -38,7 +38,7 @@ class LoadedGenerator:
 def load_generator(source: dict[str, Any] | str | os.PathLike[str] | bytes | BinaryIO, device: str = "cpu") -> LoadedGenerator:
     """Build the sampling network (the EMA when the checkpoint has one) in eval mode."""
     data = source if isinstance(source, dict) else ckpt.load(source)
-    spec = JobSpec.model_validate(data["spec"])
+    spec = stored_spec(data["spec"])
     shape = tuple(int(d) for d in data["data_shape"])
     num_classes = data.get("num_classes")
     module = build_generator(spec.model, shape, num_classes)

@@ -363,6 +363,16 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
     return details
 
 
+# A spec read back from a checkpoint was validated under its deployment's limits when it was
+# accepted; reading it again applies no deployment limit (raised ones included).
+NO_LIMITS: dict[str, int] = {key: 2**62 for key in DEFAULT_LIMITS}
+
+
+def stored_spec(doc: dict[str, Any]) -> JobSpec:
+    """The spec a checkpoint or generator file carries, without re-applying deployment limits."""
+    return JobSpec.model_validate(doc, context=NO_LIMITS)
+
+
 def load_spec(text: str | bytes, **context: int) -> JobSpec:
     """Parse JSON text into a spec (raises ValueError for bad JSON, ValidationError for bad specs)."""
     try:
