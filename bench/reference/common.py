@@ -68,3 +68,12 @@ def arguments(description: str, dataset: str) -> argparse.Namespace:
     if args.steps < 1 or args.samples < 2:
         parser.error("--steps must be >= 1 and --samples >= 2")
     return args
+
+
+def main(description: str, train, latent_dim: int) -> None:
+    """A reference script's command line: train with the seed's recipe, export samples."""
+    args = arguments(description, "mnist")
+    configure(args.seed, args.threads)
+    generator = train(load_train_images(args.dataset), args.steps)
+    export_samples(generator, args.out, args.samples, latent_dim, args.seed)
+    print(f"wrote {args.samples} samples to {args.out}")

@@ -98,13 +98,5 @@ def train(x_train: np.ndarray, steps: int, log_every: int = 500):
     return generator
 
 
-def main() -> None:
-    args = common.arguments(__doc__.split("\n\n")[0], "mnist")
-    common.configure(args.seed, args.threads)
-    generator = train(common.load_train_images(args.dataset), args.steps)
-    common.export_samples(generator, args.out, args.samples, LATENT_DIM, args.seed)
-    print(f"wrote {args.samples} samples to {args.out}")
-
-
 if __name__ == "__main__":
-    main()
+    common.main(__doc__.split("\n\n")[0], train, LATENT_DIM)
