@@ -454,13 +454,7 @@ def record_metrics(db: Database, job_id: str, token: str, rows: Iterable[tuple[i
             values_by_key[(name, step)] = float(value)
     with db.session() as session:
         job = _owned(session, job_id, token)
-        values = [{"job_id": job_id, "name": name, "step": step, "value": value}
-                  for (name, step), value in values_by_key.items() if math.isfinite(value)]
-        if values:
-            insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-            stmt = insert(Metric).values(values)
-            stmt = stmt.on_conflict_do_update(index_elements=["job_id", "name", "step"], set_={"value": stmt.excluded.value})
-            session.execute(stmt)
+        _upsert_metrics(session, job_id, values_by_key)
         if rows:
             last_step, last = rows[-1]
             job.latest_metrics = {"step": last_step,
@@ -526,17 +520,24 @@ def request_cancel(db: Database, job_id: str, tenant: str | None = None) -> Job:
         job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
         if job is None or (tenant is not None and job.tenant != tenant):
             raise JobNotFound(job_id)
-        if job.status == "queued":
-            _transition(session, job, "cancelled", "cancelled before it ran")
-        elif job.status == "running":
-            if not job.cancel_requested:
-                job.cancel_requested = True
-                _event(session, job, "running", "running", "cancellation requested", job.attempt)
-        else:
-            raise IllegalTransition(job_id, job.status, "cancelled")
-        job.cancel_requested = True
+        cancel_locked(session, job)
         session.flush()
         return job
+
+
+def cancel_locked(session: Session, job: Job, reason: str = "") -> None:
+    """``request_cancel`` on a job row the caller holds locked (in its unit of work); ``reason``
+    goes into the event (a sweep's pruner: ``pruned``)."""
+    why = f": {reason}" if reason else ""
+    if job.status == "queued":
+        _transition(session, job, "cancelled", f"cancelled before it ran{why}")
+    elif job.status == "running":
+        if not job.cancel_requested:
+            job.cancel_requested = True
+            _event(session, job, "running", "running", f"cancellation requested{why}", job.attempt)
+    else:
+        raise IllegalTransition(job.id, job.status, "cancelled")
+    job.cancel_requested = True
 
 
 def _transition(session: Session, job: Job, to_status: str, message: str) -> None:
@@ -605,6 +606,33 @@ def metric_series(db: Database, job_id: str, names: Iterable[str]) -> dict[str, 
         for name, step, value in rows:
             series[name].append((step, value))
     return series
+
+
+def _upsert_metrics(session: Session, job_id: str, values_by_key: dict[tuple[str, int], float]) -> None:
+    values = [{"job_id": job_id, "name": name, "step": step, "value": value}
+              for (name, step), value in values_by_key.items() if math.isfinite(value)]
+    if values:
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(Metric).values(values)
+        stmt = stmt.on_conflict_do_update(index_elements=["job_id", "name", "step"], set_={"value": stmt.excluded.value})
+        session.execute(stmt)
+
+
+EVALUATION_SERIES = "eval/"
+
+
+def record_evaluation(db: Database, job_id: str, token: str, step: int, results: dict[str, Any],
+                      lease_seconds: int) -> str | None:
+    """The numeric figures of a periodic evaluation as metric series ``eval/<figure>`` at ``step``
+    (the learning curve of the quality; a sweep's pruner reads it); ``latest_metrics`` is left to
+    the training series. Returns the job's sweep id (None for an ordinary job)."""
+    values = {(f"{EVALUATION_SERIES}{name}", step): float(value) for name, value in results.items()
+              if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        _upsert_metrics(session, job_id, values)
+        job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+        return job.sweep_id
 
 
 def is_cancel_requested(db: Database, job_id: str) -> bool:

@@ -89,6 +89,9 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A sweep's trial (jobs/sweeps.py): otherwise an ordinary job.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL", name="fk_jobs_sweep_id"),
+                                                 nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -178,3 +181,56 @@ class Worker(Base):
     devices: Mapped[int] = mapped_column(Integer, default=1)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+SWEEP_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TRIAL_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
+
+
+class Sweep(Base):
+    """A search over job specs (jobs/sweep_spec.py); its trials are ordinary jobs. The search state
+    is these rows and the trials' metric rows: jobs/sweeps.py rebuilds Optuna's study from them."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(120))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    planned_trials: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_sweeps_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_sweeps_status", "status"),
+        Index("uq_sweeps_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+    )
+
+
+class SweepTrial(Base):
+    """One trial of a sweep: its parameters, its job (None if its sampled spec was invalid), its
+    objective once finished, and Optuna's per-trial state (system_attrs: grid point, ASHA rungs)."""
+
+    __tablename__ = "sweep_trials"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    objective: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    judged_step: Mapped[int] = mapped_column(Integer, default=0)  # the last evaluation step the pruner saw
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_trials_sweep_number"),
+                      UniqueConstraint("job_id", name="uq_sweep_trials_job_id"))

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_eval_samples: int = _env("GANFORGE_MAX_EVAL_SAMPLES", 50_000)
     max_generate_samples: int = _env("GANFORGE_MAX_GENERATE_SAMPLES", 1024)
     max_devices: int = _env("GANFORGE_MAX_DEVICES", 8)  # resources.devices of one job
+    max_trials_per_sweep: int = _env("GANFORGE_MAX_TRIALS_PER_SWEEP", 256)  # jobs/sweep_spec.py
     # devices this worker trains on (0: all visible GPUs, or 1) and the queues it serves (set by ganforge worker)
     worker_devices: int = _env("GANFORGE_WORKER_DEVICES", 0)
     worker_queues: tuple[str, ...] = _env("GANFORGE_WORKER_QUEUES", ())

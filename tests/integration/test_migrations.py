@@ -15,7 +15,7 @@ from jobs.migrate import MIGRATIONS_DIR, current_revision, downgrade, head_revis
 from jobs.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"jobs", "job_events", "metrics", "artifacts", "api_keys", "workers"}
+TABLES = {"jobs", "job_events", "metrics", "artifacts", "api_keys", "workers", "sweeps", "sweep_trials"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
