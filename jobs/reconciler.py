@@ -24,7 +24,7 @@ import socket
 import threading
 from collections import defaultdict
 
-from jobs import lifecycle
+from jobs import lifecycle, sweeps
 from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME
 from jobs.services import Services
 
@@ -61,7 +61,10 @@ def reconcile_once(services: Services, host: str | None = None) -> dict[str, int
         lifecycle.mark_enqueued(db, [job_id for job_id, _ in job_ids])
         resent += len(job_ids)
         log.warning("re-sent %d queued job(s) on %s (broker holds %s message(s))", len(job_ids), queue_name, depth)
-    return {"dead_local_workers": dead, "expired_leases": len(requeued), "resent": resent}
+    # Sweeps: trials that ended without their trigger (an expired lease, a killed worker, a cancel)
+    # get their successors; the decision step is idempotent, so a pass after a trigger is harmless.
+    open_sweeps = sweeps.reconcile(services)
+    return {"dead_local_workers": dead, "expired_leases": len(requeued), "resent": resent, "sweeps": open_sweeps}
 
 
 def start(services: Services, interval_seconds: float, stop: threading.Event | None = None,

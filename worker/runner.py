@@ -22,7 +22,7 @@ from gan_core.quality import quality_score
 from gan_core.sampling import interpolation_png
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
-from jobs import datasets, lifecycle
+from jobs import datasets, lifecycle, sweeps
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
@@ -92,6 +92,10 @@ class JobReporter(Callbacks):
     def on_evaluation(self, step: int, results: dict[str, Any]) -> None:
         self.upload("evaluation", step, evaluation_key(self.claim.job_id, step), json.dumps(results).encode(), "application/json",
                     score=quality_score(results))
+        # The figures as eval/<figure> series: a learning curve of the quality (a sweep prunes on it).
+        sweep_id = with_db_retry(lambda: lifecycle.record_evaluation(
+            self.services.db, self.claim.job_id, self.claim.token, step, results, self.lease), self.lease)
+        sweeps.advance_quietly(self.services, sweep_id)
 
     def should_stop(self) -> bool:
         if self.drain.is_set():

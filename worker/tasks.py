@@ -15,7 +15,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
-from jobs import lifecycle, reconciler
+from jobs import lifecycle, reconciler, sweeps
 from jobs.queue import TASK_NAME
 from jobs.services import Services
 from jobs.settings import Settings
@@ -36,7 +36,11 @@ def services():
 
 @shared_task(name=TASK_NAME, acks_late=True, ignore_result=True)
 def run_job(job_id: str) -> str:
-    return runner.run_job(services(), job_id)
+    svc = services()
+    try:
+        return runner.run_job(svc, job_id)
+    finally:
+        sweeps.job_ended(svc, job_id)  # a sweep's trial: the next one is asked for now
 
 
 @worker_ready.connect

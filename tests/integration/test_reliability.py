@@ -303,7 +303,7 @@ def test_the_reconciler_expires_dead_workers_of_its_host_at_once(services):
     lifecycle.claim(services.db, dead_job, f"this-host:{gone.pid}", 600)
     lifecycle.claim(services.db, live_job, f"this-host:{os.getpid()}", 600)
     counts = reconciler.reconcile_once(services, host="this-host")
-    assert counts == {"dead_local_workers": 1, "expired_leases": 1, "resent": 0}
+    assert counts == {"dead_local_workers": 1, "expired_leases": 1, "resent": 0, "sweeps": 0}
     assert job(services, dead_job).status == "queued" and job(services, live_job).status == "running"
     assert services.queue.sent == [(dead_job, "cpu")]
 
