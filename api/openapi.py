@@ -16,7 +16,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import schemas as s
+from api import sweeps as sw
 from gan_core.spec import JobSpec
+from jobs.sweep_spec import SweepSpec
 
 bp = Blueprint("openapi", __name__)
 
@@ -68,9 +70,9 @@ def _id_param(name: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def build_spec() -> dict[str, Any]:
-    inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest]
+    inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
     outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
-               s.Readiness, s.PresetList]
+               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList]
     refs, definitions = models_json_schema(
         [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
     )
@@ -154,6 +156,28 @@ def build_spec() -> dict[str, Any]:
                        {"200": {"description": "a PNG strip", "content": {"image/png": binary}}},
                        (400, *auth_errs, 404, 409, 413, 415, 422, 503), body=s.InterpolateRequest, params=job,
                        op_id="interpolateSamples"),
+        },
+        "/v1/sweeps": {
+            "post": op("Submit a sweep (a search over job specs; its trials are jobs)",
+                       {"201": {"description": "accepted; the first trials are queued", "content": _json(ref(sw.SweepOut)),
+                                "headers": {"Location": {"schema": {"type": "string"}}, **RATE_HEADERS}}},
+                       (400, *auth_errs, 409, 413, 415, 422, 429), body=SweepSpec, op_id="submitSweep"),
+            "get": op("List sweeps, newest first", {"200": {"description": "a page", "content": _json(ref(sw.SweepPage))}},
+                      (*auth_errs, 422), params=_query_parameters(sw.ListSweepsQuery), op_id="listSweeps"),
+        },
+        "/v1/sweeps/{sweep_id}": {
+            "get": op("Read a sweep (status, trial counts, best trial)",
+                      {"200": {"description": "the sweep", "content": _json(ref(sw.SweepOut))}},
+                      (*auth_errs, 404), params=[_id_param("sweep_id")], op_id="getSweep"),
+        },
+        "/v1/sweeps/{sweep_id}/trials": {
+            "get": op("A sweep's trials in order", {"200": {"description": "the trials", "content": _json(ref(sw.TrialList))}},
+                      (*auth_errs, 404), params=[_id_param("sweep_id")], op_id="sweepTrials"),
+        },
+        "/v1/sweeps/{sweep_id}/cancel": {
+            "post": op("Cancel a sweep and its queued and running trials",
+                       {"200": {"description": "cancelled", "content": _json(ref(sw.SweepOut))}},
+                       (*auth_errs, 404, 409), params=[_id_param("sweep_id")], op_id="cancelSweep"),
         },
         "/v1/presets": {
             "get": op("Ready-made job specs", {"200": {"description": "the presets",

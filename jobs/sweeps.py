@@ -402,7 +402,7 @@ def cancel(services, sweep_id: str, tenant: str | None = None) -> None:
 def trial_rows(session: Session, sweep_id: str) -> list[tuple[SweepTrial, str | None]]:
     """(trial, its job's live status) in number order."""
     return list(session.execute(select(SweepTrial, Job.status).outerjoin(Job, Job.id == SweepTrial.job_id)
-                                .where(SweepTrial.sweep_id == sweep_id).order_by(SweepTrial.number)).tuples())
+                                .where(SweepTrial.sweep_id == sweep_id).order_by(SweepTrial.number)).all())
 
 
 def live_status(trial: SweepTrial, job_status: str | None) -> str:

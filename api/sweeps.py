@@ -1,0 +1,226 @@
+"""/v1/sweeps: submit a search over job specs, read it (counts, best trial), list its trials, cancel.
+
+The trials are ordinary jobs (GET /v1/jobs/{job_id}); the decisions are jobs.sweeps'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from typing import Any, Literal
+
+from flask import Blueprint, jsonify
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from api.auth import principal
+from api.errors import APIError, invalid, not_found
+from api.jobs import _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
+from api.limits import check_submission
+from api.schemas import _Out, decode_cursor, encode_cursor, iso
+from api.state import services
+from api.validation import check_id, query_int, query_str
+from jobs import datasets, sweeps
+from jobs.lifecycle import IdempotencyConflict
+from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Sweep
+from jobs.sweep_spec import SweepSpec, SweepSpecError, check_sweep
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
+
+DEFAULT_LIMIT, MAX_LIMIT = 50, 200
+SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TrialStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
+
+
+# ---- the contract (api/openapi.py publishes these) ----------------------------------------------
+class BestTrial(_Out):
+    number: int
+    job_id: str | None
+    params: dict[str, Any] = Field(description="the trial's value of each space path")
+    objective: float
+
+
+class SweepSummary(_Out):
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    name: str
+    status: SweepStatus
+    method: Literal["grid", "random", "tpe"]
+    trials: int = Field(description="trials planned (the spec's trials, or the grid's size)")
+    max_parallel: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class SweepOut(SweepSummary):
+    counts: dict[str, int] = Field(description="trials by status (queued, running, succeeded, failed, cancelled, pruned)")
+    best_trial: BestTrial | None
+    objective: dict[str, str] = Field(description="the spec's objective: metric and direction")
+    spec: dict[str, Any] = Field(description="the SweepSpec as submitted, with defaults filled in")
+
+
+class SweepPage(_Out):
+    items: list[SweepSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class TrialOut(_Out):
+    number: int
+    job_id: str | None = Field(description="the trial's job (GET /v1/jobs/{job_id}); null if its spec was invalid")
+    params: dict[str, Any]
+    objective: float | None = Field(description="the metric of its final evaluation, once it succeeded")
+    status: TrialStatus
+    reason: str | None = Field(description="why it ended other than succeeded: 'pruned', the job's error, ...")
+
+
+class TrialList(_Out):
+    items: list[TrialOut]
+
+
+class ListSweepsQuery(BaseModel):
+    status: SweepStatus | None = None
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="page size")
+    cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page")
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _scoped(stmt):
+    who = principal()
+    return stmt if who.is_admin else stmt.where(Sweep.tenant == who.tenant)
+
+
+def _sweep(session: Session, sweep_id: str) -> Sweep:
+    check_id(sweep_id, "sweep")
+    found = session.scalar(_scoped(select(Sweep).where(Sweep.id == sweep_id)))
+    if found is None:  # another tenant's sweep is not found either
+        raise not_found("sweep")
+    return found
+
+
+def _summary(sweep: Sweep, status: str | None = None) -> dict[str, Any]:
+    spec = sweep.spec
+    return {"id": sweep.id, "name": sweep.name, "status": status or sweep.status, "method": spec["method"],
+            "trials": sweep.planned_trials, "max_parallel": spec["max_parallel"], "error": sweep.error,
+            "created_at": iso(sweep.created_at), "updated_at": iso(sweep.updated_at),
+            "finished_at": iso(sweep.finished_at)}
+
+
+def _view(session: Session, sweep: Sweep) -> dict[str, Any]:
+    rows = sweeps.trial_rows(session, sweep.id)
+    statuses = [sweeps.live_status(trial, job_status) for trial, job_status in rows]
+    counts = {status: statuses.count(status) for status in TRIAL_STATUSES}
+    status = sweep.status
+    if status == "queued" and any(s != "queued" for s in statuses):
+        status = "running"  # a trial started since the last decision step
+    top = sweeps.best(sweeps.stored_spec(sweep.spec), [trial for trial, _ in rows])
+    best = None if top is None else {"number": top.number, "job_id": top.job_id, "params": top.params,
+                                     "objective": top.objective}
+    return {**_summary(sweep, status), "counts": counts, "best_trial": best, "objective": sweep.spec["objective"],
+            "spec": sweep.spec}
+
+
+# ---- views --------------------------------------------------------------------------------------
+@bp.post("")
+def submit_sweep():
+    """Submit a sweep: every trial it may ask for is validated first (a 422 names the field); the
+    first ``max_parallel`` trials are queued at once. Idempotency-Key as for jobs."""
+    svc = services()
+    key = _idempotency_key()
+    doc = _object_body("invalid_sweep", "sweep spec")
+    try:
+        spec = SweepSpec.model_validate(doc, context={**svc.settings.spec_limits,
+                                                      "max_trials": svc.settings.max_trials_per_sweep})
+        checked = check_sweep(spec, svc.settings.spec_limits)
+    except ValidationError as exc:
+        raise _invalid_body("invalid_sweep", exc, "sweep spec") from None
+    except SweepSpecError as exc:
+        raise invalid(exc.field, exc.problem, code="invalid_sweep") from None
+    try:
+        for job_spec in checked[:1]:  # the dataset is the base's unless the space names it
+            datasets.check_spec(job_spec, svc.settings)
+        if any(path.startswith("dataset") for path in spec.space):
+            for job_spec in checked[1:]:
+                datasets.check_spec(job_spec, svc.settings)
+    except datasets.DatasetSourceError as exc:
+        raise invalid("base.dataset.path", str(exc), code="invalid_sweep") from None
+    who = principal()
+    body_hash = None
+    if key is not None:
+        body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    try:
+        created = sweeps.submit(svc.db, spec, who.tenant, key, body_hash,
+                                admit=lambda session: check_submission(session, svc.settings, who.tenant))
+    except IdempotencyConflict as exc:
+        raise _idempotency_conflict(exc) from None
+    sweeps.advance(svc, created.sweep_id)  # the first trials (a retry finds them there already)
+    log.info("sweep %s submitted (%d trials planned)", created.sweep_id, spec.planned_trials())
+    with svc.db.read() as session:
+        view = _view(session, _sweep(session, created.sweep_id))
+    response = jsonify(view)
+    response.status_code = 201
+    response.headers["Location"] = f"/v1/sweeps/{created.sweep_id}"
+    if not created.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers.update(created.admitted or {})
+    return response
+
+
+@bp.get("")
+def list_sweeps():
+    status = query_str("status")
+    if status is not None and status not in SWEEP_STATUSES:
+        raise invalid("status", f"must be one of {', '.join(SWEEP_STATUSES)}")
+    limit = query_int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    stmt = _scoped(select(Sweep))
+    if status is not None:
+        stmt = stmt.where(Sweep.status == status)
+    cursor = query_str("cursor")
+    if cursor is not None:
+        try:
+            created_at, last_id = decode_cursor(cursor)
+        except ValueError:
+            raise invalid("cursor", "not a cursor from this API; start again without it") from None
+        stmt = stmt.where(tuple_(Sweep.created_at, Sweep.id) < tuple_(created_at, last_id))
+    with services().db.read() as session:
+        rows = list(session.scalars(stmt.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)))
+    page = rows[:limit]
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    return jsonify({"items": [_summary(sweep) for sweep in page], "next_cursor": next_cursor})
+
+
+@bp.get("/<sweep_id>")
+def get_sweep(sweep_id: str):
+    with services().db.read() as session:
+        return jsonify(_view(session, _sweep(session, sweep_id)))
+
+
+@bp.get("/<sweep_id>/trials")
+def sweep_trials(sweep_id: str):
+    with services().db.read() as session:
+        _sweep(session, sweep_id)
+        items = [{"number": trial.number, "job_id": trial.job_id, "params": trial.params,
+                  "objective": trial.objective, "status": sweeps.live_status(trial, job_status),
+                  "reason": trial.reason} for trial, job_status in sweeps.trial_rows(session, sweep_id)]
+    return jsonify({"items": items})
+
+
+@bp.post("/<sweep_id>/cancel")
+def cancel_sweep(sweep_id: str):
+    """No new trial; queued trials are cancelled at once, running ones stop at their next
+    heartbeat. A finished sweep: 409."""
+    svc = services()
+    with svc.db.read() as session:
+        _sweep(session, sweep_id)  # 404 for another tenant's
+    try:
+        sweeps.cancel(svc, sweep_id)
+    except sweeps.SweepFinished as exc:
+        raise APIError(409, "conflict", str(exc)) from None
+    log.info("sweep %s cancelled", sweep_id)
+    with svc.db.read() as session:
+        return jsonify(_view(session, _sweep(session, sweep_id)))
