@@ -239,10 +239,18 @@ def trial_spec(spec: SweepSpec, params: dict[str, Any], name: str, limits: dict[
         field, problem = detail["field"], detail["problem"]
         if field in params:
             raise SweepSpecError(f"space.{field}", f"{params[field]!r}: {problem}") from None
-        blamed = next(iter(params), "base")
+        if not params or _invalid_alone(spec.base, name, limits):
+            raise SweepSpecError(f"base.{field}", problem) from None
         shown = ", ".join(f"{p}={v!r}" for p, v in params.items())
-        raise SweepSpecError(f"space.{blamed}" if params else f"base.{field}",
-                             f"the trial with {shown} is invalid: {field}: {problem}") from None
+        raise SweepSpecError(f"space.{next(iter(params))}", f"the trial with {shown} is invalid: {field}: {problem}") from None
+
+
+def _invalid_alone(base: JobSpec, name: str, limits: dict[str, int]) -> bool:
+    try:
+        JobSpec.model_validate(trial_document(base, {}, name), context=limits)
+    except ValidationError:
+        return True
+    return False
 
 
 def _checked_points(spec: SweepSpec) -> Iterator[dict[str, Any]]:
