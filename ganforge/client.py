@@ -100,6 +100,24 @@ class Client:
         with urllib.request.urlopen(url, timeout=self.timeout) as response:
             return response.read()
 
+    # ---- sweeps ------------------------------------------------------------------------------
+    def submit_sweep(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/sweeps", spec, headers=headers)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}")
+
+    def sweeps(self, status: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        query = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v is not None}
+        return self._request("GET", "/v1/sweeps?" + urllib.parse.urlencode(query))
+
+    def sweep_trials(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/trials")
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/cancel")
+
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/healthz")
 

@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from gan_core import cli as local
-from ganforge.cli import client_commands, serve
+from ganforge.cli import client_commands, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_commands(sub)
     serve.add_commands(sub)
     client_commands.add_commands(sub)
+    sweeps.add_commands(sub)
     return parser
 
 

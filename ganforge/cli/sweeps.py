@@ -1,0 +1,164 @@
+"""``ganforge sweep submit|status|list|cancel|best``: sweeps over HTTP (see jobs/sweep_spec.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gan_core.cli import CLIError
+from ganforge.cli.client_commands import _call, _client, _out
+
+SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")
+TRIAL_ENDED = ("succeeded", "failed", "cancelled", "pruned")
+
+
+def _read(path: str) -> dict[str, Any]:
+    """The sweep file as JSON; the service validates it (and names any field at fault)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CLIError(f"{path}: cannot read the sweep ({exc.strerror})", 2) from None
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"{path}: not valid JSON: {exc}", 2) from None
+    if not isinstance(doc, dict):
+        raise CLIError(f"{path}: a sweep is a JSON object", 2)
+    return doc
+
+
+def _line(sweep: dict[str, Any]) -> str:
+    counts = " ".join(f"{k} {v}" for k, v in sweep["counts"].items() if v)
+    best = sweep.get("best_trial")
+    objective = sweep["objective"]
+    tail = (f"; best {objective['metric']} {best['objective']:.4g} (trial {best['number']}, job {best['job_id']})"
+            if best else "")
+    return f"{sweep['id']} {sweep['name']} {sweep['status']}: {counts or 'no trials yet'}{tail}" + (
+        f" error: {sweep['error']}" if sweep.get("error") else "")
+
+
+def wait(client, sweep_id: str, show_progress: bool) -> dict[str, Any]:
+    """Poll until the sweep ends, with a bar over its trials."""
+    from tqdm import tqdm
+
+    sweep = client.sweep(sweep_id)
+    bar = tqdm(total=sweep["trials"], unit="trial", disable=not show_progress, file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
+    try:
+        while True:
+            sweep = client.sweep(sweep_id)
+            ended = sum(sweep["counts"][state] for state in TRIAL_ENDED)
+            bar.update(ended - bar.n)
+            best = sweep.get("best_trial")
+            bar.set_postfix(status=sweep["status"], running=sweep["counts"]["running"],
+                            best=f"{best['objective']:.4g}" if best else "-", refresh=False)
+            if sweep["status"] in SWEEP_TERMINAL:
+                return sweep
+            time.sleep(1.0)
+    finally:
+        bar.close()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    sweep = _call(client.submit_sweep, _read(args.sweep))
+    if not args.wait:
+        _out(args, sweep, sweep["id"])
+        return 0
+    if not args.json:
+        print(f"submitted sweep {sweep['id']} ({sweep['name']}, {sweep['trials']} trials)", flush=True)
+    sweep = _call(wait, client, sweep["id"], not args.json)
+    _out(args, sweep, _line(sweep))
+    return 0 if sweep["status"] == "succeeded" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    sweep = _call(client.sweep, args.id)
+    if args.json:
+        _out(args, {**sweep, "trials_detail": _call(client.sweep_trials, args.id)["items"]}, "")
+        return 0
+    lines = [_line(sweep)]
+    for t in _call(client.sweep_trials, args.id)["items"]:
+        value = "-" if t["objective"] is None else f"{t['objective']:.4g}"
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        lines.append(f"  #{t['number']:<3d} {t['status']:9s} {value:>9s}  {params}  {t['job_id'] or ''}"
+                     + (f"  ({t['reason']})" if t["reason"] and t["status"] != "succeeded" else ""))
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    page = _call(_client(args).sweeps, status=args.status, limit=args.limit, cursor=args.cursor)
+    lines = [f"{s['id']}  {s['status']:9s} {s['method']:6s} {s['trials']:>4d} trials  {s['name']}" for s in page["items"]]
+    if page.get("next_cursor"):
+        lines.append(f"(more: --cursor {page['next_cursor']})")
+    _out(args, page, "\n".join(lines) or "no sweeps")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    sweep = _call(_client(args).cancel_sweep, args.id)
+    _out(args, sweep, _line(sweep))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """The best trial so far: its parameters and objective; its final generator and sample grids
+    downloaded into --out."""
+    client = _client(args)
+    sweep = _call(client.sweep, args.id)
+    best = sweep.get("best_trial")
+    if best is None:
+        raise CLIError(f"sweep {args.id} has no succeeded trial yet ({sweep['status']})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    final = _call(client.checkpoints, best["job_id"]).get("final")
+    if final:
+        (out / "generator.pt").write_bytes(_call(client.download, final["url"]))
+        written.append(str(out / "generator.pt"))
+    for item in _call(client.samples, best["job_id"])["items"]:
+        path = out / f"step-{item['step']:06d}.png"
+        path.write_bytes(_call(client.download, item["url"]))
+        written.append(str(path))
+    (out / "trial.json").write_text(json.dumps(best, indent=2))
+    written.append(str(out / "trial.json"))
+    _out(args, {**best, "files": written},
+         f"trial {best['number']} (job {best['job_id']}): {sweep['objective']['metric']} {best['objective']:.4g}, "
+         f"{json.dumps(best['params'])}\ndownloaded {len(written)} files to {out}/")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="sweeps: many jobs from one search (submit, status, list, cancel, best)")
+    commands = sweep.add_subparsers(dest="sweep_command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help)
+        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
+                                     "the API key comes from $GANFORGE_API_KEY")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = command("submit", "submit a sweep file (JSON)")
+    p.add_argument("sweep")
+    p.add_argument("--wait", action="store_true", help="follow the sweep with a progress bar over its trials")
+    p.set_defaults(func=cmd_submit)
+    p = command("status", "show a sweep and its trials")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_status)
+    p = command("list", "list sweeps, newest first")
+    p.add_argument("--status", choices=SWEEP_TERMINAL + ("queued", "running"))
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor")
+    p.set_defaults(func=cmd_list)
+    p = command("cancel", "cancel a sweep and its queued and running trials")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_cancel)
+    p = command("best", "download the best trial's generator and sample grids")
+    p.add_argument("id")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_best)
