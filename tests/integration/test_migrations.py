@@ -72,6 +72,7 @@ def test_indexes_and_constraints_exist(empty_url):
             "ix_jobs_status_created": ["status", "created_at", "id"],
             "ix_jobs_tenant_created": ["tenant", "created_at", "id"],
             "uq_jobs_tenant_idempotency_key": ["tenant", "idempotency_key"],
+            "ix_jobs_sweep_id": ["sweep_id"],
         }
         assert {ix["name"]: ix["unique"] for ix in insp.get_indexes("jobs")}["uq_jobs_tenant_idempotency_key"]
         assert insp.get_pk_constraint("metrics")["constrained_columns"] == ["job_id", "name", "step"]
@@ -80,6 +81,11 @@ def test_indexes_and_constraints_exist(empty_url):
         for table in ("job_events", "metrics", "artifacts"):
             (fk,) = insp.get_foreign_keys(table)
             assert fk["referred_table"] == "jobs" and fk["options"].get("ondelete") == "CASCADE"
+        (fk,) = insp.get_foreign_keys("jobs")  # a trial's sweep; deleting the sweep keeps the jobs
+        assert fk["referred_table"] == "sweeps" and fk["options"].get("ondelete") == "SET NULL"
+        trial_uniques = {uc["name"]: uc["column_names"] for uc in insp.get_unique_constraints("sweep_trials")}
+        assert trial_uniques == {"uq_sweep_trials_sweep_number": ["sweep_id", "number"],
+                                 "uq_sweep_trials_job_id": ["job_id"]}
     finally:
         engine.dispose()
 
