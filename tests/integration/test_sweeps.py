@@ -266,6 +266,9 @@ def test_a_sweep_over_http_survives_a_worker_killed_mid_sweep(service_env, start
         assert len(jobs) == 6 and all(job.status in ("succeeded", "cancelled") for job in jobs)
         assert any(job.attempt >= 2 for job in jobs)  # the killed worker's trial resumed elsewhere
         assert max_active(services, sweep_id) <= 2
+        # the worker records each periodic evaluation as eval/<figure> series: the pruner's curve
+        curve = client.metrics(best_job := view["best_trial"]["job_id"], names=["eval/hq_percent"])["series"]
+        assert curve["eval/hq_percent"]["steps"] == [100, 200, 300], best_job
         best = view["best_trial"]
         assert best["objective"] == max(t["objective"] for t in items if t["status"] == "succeeded")
         # ganforge sweep best downloads the best trial's generator and sample grids
