@@ -1,6 +1,6 @@
 """/v1/sweeps on SQLite and PostgreSQL: validation before anything is queued (422 naming the field),
 trials as ordinary jobs under max_parallel and the tenant's caps, tenancy, paging, cancel,
-idempotency. The engine's decisions over finished trials: tests/integration/test_sweeps.py."""
+idempotency. The engine's decisions over finished trials: tests/integration/test_sweep_runs.py."""
 
 from __future__ import annotations
 
