@@ -301,7 +301,7 @@ def _folder_members(root: Path, limits: ArchiveLimits, budget: _Budget) -> Itera
             budget.add_file(name, mode.st_size)
             found.append((name, full, mode.st_size))
         dirnames[:] = [d for d in dirnames if not (d.startswith(".") or d == "__MACOSX")]
-    for name, full, size in found:
+    for name, full, size in sorted(found):
         if not is_image_name(name) or size > MAX_MEMBER_BYTES:
             yield name, None
             continue
