@@ -127,6 +127,18 @@ def _receive(path: str, limit: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _refused(exc: Exception, size: int, limit: int) -> APIError:
+    """The answer to an archive gan_core.data.archive refused: 413 when its content is over the
+    byte limit, else 422; the problem starts with the archive error's reason code (``zip_bomb``,
+    ``unsafe_path``, ``link``, ``too_many_files``, ``empty``, ``unreadable``, ...)."""
+    reason = getattr(exc, "reason", "invalid")
+    log.info("upload refused (%d bytes): %s: %s", size, reason, exc)
+    if reason == "too_large":
+        return APIError(413, "payload_too_large", f"the archive was refused: {exc} (GANFORGE_MAX_DATASET_BYTES is {limit})",
+                        [{"field": "body", "problem": f"{reason}: {exc}"}])
+    return invalid("body", f"{reason}: {exc}", code="invalid_archive", message=f"the archive was refused: {exc}")
+
+
 def _replay(tenant: str, key: str, request_hash: str) -> Dataset | None:
     """The upload this tenant made with Idempotency-Key ``key``; 409 if that one had another body."""
     with services().db.read() as session:
@@ -176,8 +188,7 @@ def upload_dataset():
         try:
             summary = inspect_archive(path, limits)
         except DataError as exc:  # gan_core's DatasetError: the reason is the tenant's to read
-            log.info("upload refused (%d bytes): %s", size, exc)
-            raise invalid("body", str(exc), code="invalid_archive", message=f"the archive was refused: {exc}") from None
+            raise _refused(exc, size, settings.max_dataset_bytes) from None
         dataset_id = new_id()
         stored = svc.storage.put_file(dataset_key(dataset_id, extension), path, request.mimetype)
     if stored.sha256 != sha256 or stored.size != size:  # the temporary file changed under us: never store that

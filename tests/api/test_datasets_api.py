@@ -63,13 +63,13 @@ def test_an_upload_is_inspected_stored_and_readable(api, content_type, body):
 
 
 @pytest.mark.parametrize("body, reason", [
-    (empty_zip(), "image"),
-    (zip_bytes({"notes.txt": b"hello"}), "image"),
-    (zip_bomb(), "ratio"),
-    (zip_bytes({"../escape.png": b"x", "red/0.png": b"y"}), ".."),
-    (tar_bytes({"/etc/evil.png": b"x"}), "absolute"),
+    (empty_zip(), "empty"),
+    (zip_bytes({"notes.txt": b"hello"}), "empty"),
+    (zip_bomb(), "zip_bomb"),
+    (zip_bytes({"../escape.png": b"x", "red/0.png": b"y"}), "unsafe_path"),
+    (tar_bytes({"/etc/evil.png": b"x"}), "unsafe_path"),
     (tar_bytes(image_members(), symlinks={"red/link.png": "/etc/passwd"}), "link"),
-    (b"this is not an archive at all", ""),
+    (b"this is not an archive at all", "unreadable"),
 ])
 def test_a_hostile_or_useless_archive_is_a_422_with_the_reason_and_nothing_is_stored(api, body, reason):
     content_type = "application/x-tar" if body[257:262] == b"ustar" else ZIP
@@ -77,7 +77,7 @@ def test_a_hostile_or_useless_archive_is_a_422_with_the_reason_and_nothing_is_st
     assert response.status_code == 422, response.get_json()
     error = response.get_json()["error"]
     assert error["code"] == "invalid_archive" and error["details"][0]["field"] == "body"
-    assert reason in error["details"][0]["problem"].lower(), error
+    assert error["details"][0]["problem"].startswith(f"{reason}: "), error
     assert stored_keys(api) == []
     assert api.client.get("/v1/datasets").get_json()["items"] == []
 
@@ -86,7 +86,7 @@ def test_too_many_files_is_a_422(make_api):
     api = make_api(max_dataset_files=5)
     response = upload(api.client, zip_bytes(image_members()))
     assert response.status_code == 422
-    assert "5" in response.get_json()["error"]["details"][0]["problem"]
+    assert response.get_json()["error"]["details"][0]["problem"].startswith("too_many_files: ")
 
 
 @pytest.mark.parametrize("chunked", [False, True])
