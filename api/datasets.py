@@ -162,7 +162,7 @@ def _created(dataset: Dataset, replayed: bool) -> Response:
 def upload_dataset():
     """Upload an archive; 201 with the inspected dataset. Idempotency-Key as for jobs (the same key
     with the same archive and name returns the first upload; with another, 409)."""
-    from gan_core.data.archive import ArchiveLimits, inspect_archive
+    from gan_core.data.archive import inspect_archive
 
     svc = services()
     settings = svc.settings
@@ -184,9 +184,8 @@ def upload_dataset():
         request_hash = hashlib.sha256(f"{name}\0{extension}\0{sha256}".encode()).hexdigest()
         if key is not None and (earlier := _replay(who.tenant, key, request_hash)) is not None:
             return _created(earlier, replayed=True)
-        limits = ArchiveLimits(max_files=settings.max_dataset_files, max_bytes=settings.max_dataset_bytes)
         try:
-            summary = inspect_archive(path, limits)
+            summary = inspect_archive(path, settings.archive_limits())
         except DataError as exc:  # gan_core's DatasetError: the reason is the tenant's to read
             raise _refused(exc, size, settings.max_dataset_bytes) from None
         dataset_id = new_id()

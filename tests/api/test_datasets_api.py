@@ -7,6 +7,7 @@ then 204 and the archive gone), Idempotency-Key, paging."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -103,6 +104,17 @@ def test_an_archive_over_the_byte_limit_is_a_413_naming_the_limit(make_api, chun
     assert stored_keys(api) == []
     # At the limit exactly it is accepted.
     assert upload(make_api(max_dataset_bytes=len(body)).client, body).status_code == 201
+
+
+def test_an_archive_whose_content_is_over_the_byte_limit_is_a_413(make_api):
+    # Half random, half zeros: it inflates to twice its size (no bomb), past a limit it fits under.
+    body = zip_bytes({"red/0.png": image_members()["red/0.png"], "blob.bin": os.urandom(100_000) + bytes(100_000)})
+    api = make_api(max_dataset_bytes=len(body) + 1000)
+    response = upload(api.client, body)
+    assert response.status_code == 413, response.get_json()
+    error = response.get_json()["error"]
+    assert error["details"][0]["problem"].startswith("too_large: ") and "GANFORGE_MAX_DATASET_BYTES" in error["message"]
+    assert stored_keys(api) == []
 
 
 def test_an_upload_may_be_far_larger_than_the_json_body_limit(make_api):
@@ -241,7 +253,14 @@ def test_submit_records_the_upload_on_the_job_and_sweeps_check_it(api):
         assert session.get(Job, job_id).dataset_id == created["id"]
         assert session.query(Dataset).count() == 1
     sweep = {"name": "s", "base": folder_spec("f" * 32), "method": "random", "trials": 2,
-             "space": {"train.seed": {"type": "int", "low": 0, "high": 9}}}
+             "space": {"train.seed": {"type": "int", "low": 0, "high": 9}},
+             "objective": {"metric": "kid", "direction": "minimize"}}
     response = api.client.post("/v1/sweeps", json=sweep)
     assert response.status_code == 422, response.get_json()
     assert response.get_json()["error"]["details"][0]["field"] == "base.dataset.upload_id"
+    sweep["base"] = folder_spec(created["id"])
+    response = api.client.post("/v1/sweeps", json=sweep)
+    assert response.status_code == 201, response.get_json()
+    with api.db.read() as session:  # its trials record the upload like any job
+        trials = session.query(Job).filter(Job.sweep_id == response.get_json()["id"]).all()
+    assert trials and {job.dataset_id for job in trials} == {created["id"]}
