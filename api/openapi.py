@@ -19,6 +19,7 @@ from flask import Blueprint, Response, abort, jsonify, send_from_directory
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api import datasets as ds
 from api import schemas as s
 from api import sweeps as sw
 from gan_core.spec import JobSpec
@@ -102,7 +103,8 @@ def _id_param(name: str) -> dict[str, Any]:
 def build_spec() -> dict[str, Any]:
     inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
     outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
-               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList]
+               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList,
+               ds.DatasetOut, ds.DatasetPage]
     refs, definitions = models_json_schema(
         [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
     )
@@ -212,6 +214,27 @@ def build_spec() -> dict[str, Any]:
                        {"200": {"description": "cancelled", "content": _json(ref(sw.SweepOut))}},
                        (*auth_errs, 404, 409), params=[_id_param("sweep_id")], op_id="cancelSweep"),
         },
+        "/v1/datasets": {
+            "post": {**op("Upload an archive of images (zip, tar or gzip tar) to train on as dataset.upload_id",
+                          {"201": {"description": "checked and stored", "content": _json(ref(ds.DatasetOut)),
+                                   "headers": {"Location": {"schema": {"type": "string"}}}}},
+                          (400, *auth_errs, 409, 413, 415, 422, 503), params=_query_parameters(ds.UploadQuery),
+                          op_id="uploadDataset"),
+                     "requestBody": {"required": True, "content": {
+                         media: {"schema": {"type": "string", "contentMediaType": media}}
+                         for media in ("application/zip", "application/x-tar", "application/gzip")}}},
+            "get": op("List uploaded datasets, newest first",
+                      {"200": {"description": "a page", "content": _json(ref(ds.DatasetPage))}},
+                      (*auth_errs, 422), params=_query_parameters(ds.ListDatasetsQuery), op_id="listDatasets"),
+        },
+        "/v1/datasets/{dataset_id}": {
+            "get": op("Read an uploaded dataset (files, images, skipped, classes, bytes)",
+                      {"200": {"description": "the dataset", "content": _json(ref(ds.DatasetOut))}},
+                      (*auth_errs, 404), params=[_id_param("dataset_id")], op_id="getDataset"),
+            "delete": op("Delete an uploaded dataset and its archive",
+                         {"204": {"description": "deleted"}},
+                         (*auth_errs, 404, 409), params=[_id_param("dataset_id")], op_id="deleteDataset"),
+        },
         "/v1/presets": {
             "get": op("Ready-made job specs", {"200": {"description": "the presets",
                                                       "content": _json(ref(s.PresetList))}},
@@ -299,7 +322,10 @@ def render_docs(doc: dict[str, Any]) -> str:
                                f"</td><td>{_schema_name(p['schema'])}</td><td>{_e(p.get('description', ''))}</td></tr>")
                 out.append("</table>")
             if "requestBody" in operation:
-                out.append(f"<p>Body: {_schema_name(operation['requestBody']['content']['application/json']['schema'])}</p>")
+                content = operation["requestBody"]["content"]
+                body = (_schema_name(content["application/json"]["schema"]) if "application/json" in content
+                        else " or ".join(f"<code>{_e(media)}</code>" for media in content))
+                out.append(f"<p>Body: {body}</p>")
             out.append("<ul>")
             for status, response in operation["responses"].items():
                 kinds = ", ".join(_schema_name(c["schema"]) if "$ref" in c.get("schema", {}) else _e(t)

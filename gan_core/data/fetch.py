@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from gan_core.data.archive import ArchiveLimits
 from gan_core.data.errors import ChecksumError, DataError, DownloadError
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class DataConfig:
     mirrors: Mapping[str, Sequence[str]] | None = None  # per dataset; replaces DEFAULT_MIRRORS
     max_npz_bytes: int = 2 * 1024**3
     download_timeout: float = 60.0  # seconds, per connection attempt / read
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # image_folder archives
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__
