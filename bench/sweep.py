@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.prerequisites import Needs  # noqa: E402
+from ganforge.resources import preset_text  # noqa: E402
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -50,7 +51,7 @@ def wait_port(port: int, timeout: float = 10) -> None:
 
 
 def sweep_doc(args: argparse.Namespace, pruning: bool) -> dict:
-    base = json.loads((ROOT / "presets" / "ring8-quality.json").read_text())
+    base = json.loads(preset_text("ring8-quality"))
     base.update({"device": "cpu", "eval_every": args.eval_every, "max_attempts": 5})
     base["train"] = {**base["train"], "steps": args.steps}
     base["checkpoint_every"] = min(base["checkpoint_every"], args.steps)

@@ -9,12 +9,14 @@ import sys
 from typing import Sequence
 
 from gan_core import cli as local
+from ganforge import __version__
 from ganforge.cli import client_commands, datasets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge", description="GAN training: locally, or as a service")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     local.add_commands(sub)
     serve.add_commands(sub)

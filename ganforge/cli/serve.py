@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import os
 import signal
@@ -22,6 +23,32 @@ from pathlib import Path
 from gan_core.cli import CLIError
 from ganforge.cli.follow import submit_and_wait
 from ganforge.client import Client
+
+
+# The top-level modules `pip install 'ganforge[service]'` brings (and the ones they bring that these
+# commands import directly): a service command that finds one missing names the extra to install.
+# tests/unit/test_cli_extras.py checks that every [service] requirement is here.
+SERVICE_MODULES = frozenset({
+    "pydantic_settings", "celery", "kombu", "redis", "sqlalchemy", "alembic", "flask", "werkzeug", "jinja2",
+    "boto3", "botocore", "psycopg", "gunicorn", "orjson", "optuna",
+})
+SERVICE_HINT = "pip install 'ganforge[service]'"
+
+
+def needs_service(command):
+    """Run a service command; a missing service library is a one-line message naming the extra."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in SERVICE_MODULES:
+                raise
+            raise CLIError(f"`ganforge {args.command}` needs the service, which is not installed here "
+                           f"(no module named {exc.name!r}): {SERVICE_HINT}", 2) from None
+
+    return run
 
 
 def _settings():
@@ -353,14 +380,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--submit", metavar="SPEC", help="submit this spec once up, and follow it with a progress bar")
     p.add_argument("--exit-when-done", action="store_true", help="with --submit: stop the service when the job ends")
     p.add_argument("--fetch-to", metavar="DIR", help="with --submit: download the sample grids and final generator here")
-    p.set_defaults(func=cmd_up)
+    p.set_defaults(func=needs_service(cmd_up))
 
     p = sub.add_parser("api", help="serve the HTTP API (gunicorn in production)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, help="gunicorn worker processes (default: one per CPU)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
-    p.set_defaults(func=cmd_api)
+    p.set_defaults(func=needs_service(cmd_api))
 
     p = sub.add_parser("worker", help="run a Celery worker: one per host, training jobs of up to --devices devices")
     p.add_argument("--devices", type=int, help="devices this worker trains on (default: every visible GPU, or 1 on "
@@ -368,13 +395,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queues", help="override the queues served (default: from --devices: gpu,gpu-x2,...,cpu "
                    "or cpu,cpu-x2,...)")
     p.add_argument("--hostname")
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=needs_service(cmd_worker))
 
     p = sub.add_parser("reconcile", help="requeue jobs whose worker died or whose broker message was lost "
                                          "(workers do this themselves; for cron or maintenance)")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_reconcile)
+    p.set_defaults(func=needs_service(cmd_reconcile))
 
     p = sub.add_parser("keys", help="API keys (operator commands on the database)")
     keys = p.add_subparsers(dest="action", required=True)
@@ -384,9 +411,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     keys.add_parser("list", help="every key: id, prefix, tenant, admin, state")
     k = keys.add_parser("revoke", help="revoke a key by id")
     k.add_argument("id")
-    p.set_defaults(func=cmd_keys)
+    p.set_defaults(func=needs_service(cmd_keys))
 
     p = sub.add_parser("db", help="database migrations")
     p.add_argument("action", choices=("upgrade", "downgrade"))
     p.add_argument("revision", nargs="?")
-    p.set_defaults(func=cmd_db)
+    p.set_defaults(func=needs_service(cmd_db))
