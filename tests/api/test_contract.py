@@ -57,7 +57,8 @@ def test_plain_docs_page_renders_every_operation_offline(api):
     assert not re.search(r"<(script|img)\b", page)
     assert re.findall(r"<link\b[^>]*>", page) == ["<link rel='stylesheet' href='/static/docs.css'>"]
     assert api.client.get("/static/docs.css").status_code == 200
-    assert "http://" not in page and "https://" not in page
+    # (Descriptions may quote example URLs as text; nothing links or loads from another origin.)
+    assert not re.search(r"""(?:src|href)=['"]?(?:https?:)?//""", page)
 
 
 def test_docs_is_swagger_ui_served_by_the_app_itself(api):
