@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import tempfile
+import zipfile
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +110,21 @@ def _too_large(limit: int) -> APIError:
                     f"the archive is larger than this deployment's limit of {limit} bytes (GANFORGE_MAX_DATASET_BYTES)")
 
 
+# Generic clients (and generated ones) send bytes as application/octet-stream: the format is then
+# read from the archive's first bytes. (gan_core.data.archive reads the content, never the name.)
+SNIFFED = "application/octet-stream"
+
+
+def _sniff_archive(path: str) -> tuple[str, str]:
+    """(content type, extension) of an archive sent as application/octet-stream."""
+    if zipfile.is_zipfile(path):
+        return "application/zip", ".zip"
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    # Anything else is taken for a tar: inspect_archive refuses what is not one ("unreadable").
+    return ("application/gzip", ".tar.gz") if compressed else ("application/x-tar", ".tar")
+
+
 def _receive(path: str, limit: int) -> tuple[int, str]:
     """Copy the request body to ``path`` in chunks: (size, sha256). 413 past ``limit`` bytes."""
     request.max_content_length = limit  # this request only: a declared Content-Length past it is refused unread
@@ -170,17 +186,20 @@ def upload_dataset():
     name = query_str("name") or "dataset"
     if not NAME.fullmatch(name):
         raise invalid("name", "must be 1 to 120 characters without control characters")
-    extension = ARCHIVE_TYPES.get(request.mimetype)
-    if extension is None:
+    content_type = request.mimetype
+    extension = ARCHIVE_TYPES.get(content_type)
+    if extension is None and content_type != SNIFFED:
         raise APIError(415, "unsupported_media_type",
                        f"send the archive as application/zip, application/x-tar or application/gzip (a gzip tar), "
-                       f"not {request.mimetype or 'no content type'}")
+                       f"or as {SNIFFED}, not {content_type or 'no content type'}")
     who = principal()
     with tempfile.TemporaryDirectory(prefix="ganforge-upload-") as folder:
-        path = os.path.join(folder, f"archive{extension}")
+        path = os.path.join(folder, "archive")
         size, sha256 = _receive(path, settings.max_dataset_bytes)
         if size == 0:
             raise APIError(400, "bad_request", "the request body is empty; send the archive as the body")
+        if extension is None:
+            content_type, extension = _sniff_archive(path)
         request_hash = hashlib.sha256(f"{name}\0{extension}\0{sha256}".encode()).hexdigest()
         if key is not None and (earlier := _replay(who.tenant, key, request_hash)) is not None:
             return _created(earlier, replayed=True)
@@ -189,12 +208,12 @@ def upload_dataset():
         except DataError as exc:  # gan_core's DatasetError: the reason is the tenant's to read
             raise _refused(exc, size, settings.max_dataset_bytes) from None
         dataset_id = new_id()
-        stored = svc.storage.put_file(dataset_key(dataset_id, extension), path, request.mimetype)
+        stored = svc.storage.put_file(dataset_key(dataset_id, extension), path, content_type)
     if stored.sha256 != sha256 or stored.size != size:  # the temporary file changed under us: never store that
         svc.storage.delete(stored.key)
         raise APIError(503, "storage_unavailable", "the archive could not be stored intact; send it again")
     dataset = Dataset(id=dataset_id, tenant=who.tenant, name=name, storage_key=stored.key,
-                      content_type=request.mimetype, sha256=sha256, bytes=size, files=summary.files,
+                      content_type=content_type, sha256=sha256, bytes=size, files=summary.files,
                       images=summary.images, skipped=summary.skipped, classes=summary.classes,
                       idempotency_key=key, request_hash=request_hash if key is not None else None)
     try:

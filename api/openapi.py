@@ -221,8 +221,10 @@ def build_spec() -> dict[str, Any]:
                           (400, *auth_errs, 409, 413, 415, 422, 503), params=_query_parameters(ds.UploadQuery),
                           op_id="uploadDataset"),
                      "requestBody": {"required": True, "content": {
-                         media: {"schema": {"type": "string", "contentMediaType": media}}
-                         for media in ("application/zip", "application/x-tar", "application/gzip")}}},
+                         media: {"schema": {"type": "string", "format": "binary", "contentMediaType": media}}
+                         # octet-stream: the format is read from the archive's first bytes
+                         for media in ("application/zip", "application/x-tar", "application/gzip",
+                                       "application/octet-stream")}}},
             "get": op("List uploaded datasets, newest first",
                       {"200": {"description": "a page", "content": _json(ref(ds.DatasetPage))}},
                       (*auth_errs, 422), params=_query_parameters(ds.ListDatasetsQuery), op_id="listDatasets"),

@@ -125,6 +125,22 @@ def test_an_upload_may_be_far_larger_than_the_json_body_limit(make_api):
     assert api.client.post("/v1/jobs", data=b"{" + b" " * 2000 + b"}", content_type="application/json").status_code == 413
 
 
+@pytest.mark.parametrize("body, detected", [
+    (zip_bytes(image_members()), "application/zip"),
+    (tar_bytes(image_members()), "application/x-tar"),
+    (tar_bytes(image_members(), "w:gz"), "application/gzip"),
+])
+def test_an_octet_stream_upload_is_read_by_its_content(api, body, detected):
+    response = upload(api.client, body, "application/octet-stream")
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["content_type"] == detected and response.get_json()["images"] == 9
+
+
+def test_an_octet_stream_that_is_no_archive_is_a_422(api):
+    response = upload(api.client, b"just some bytes, no archive", "application/octet-stream")
+    assert response.status_code == 422 and "unreadable" in response.get_json()["error"]["details"][0]["problem"]
+
+
 @pytest.mark.parametrize("content_type, name, status, field", [
     ("application/json", "x", 415, None),
     ("text/plain", "x", 415, None),

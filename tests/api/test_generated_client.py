@@ -5,6 +5,7 @@ parsed, the X-Request-ID and Idempotent-Replayed headers where the description s
 from __future__ import annotations
 
 import importlib
+import io
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,9 @@ import pytest
 
 from test_api import PNG_MAGIC, SPEC, add_artifact, running_job, trained  # noqa: F401
 from jobs.storage import checkpoint_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/upload_archives.py
+from upload_archives import image_members, tar_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +66,16 @@ def test_submit_read_and_list_through_the_generated_client(generated, api):
     missing = get_job.sync_detailed("0" * 32, client=client, x_request_id="trace-1")
     assert missing.status_code == 404 and isinstance(missing.parsed, ErrorEnvelope)
     assert missing.parsed.error.code == "not_found" and missing.headers["X-Request-ID"] == "trace-1"
+
+
+def test_an_archive_upload_through_the_generated_client(generated, api):
+    from ganforge_api_client.api.datasets import upload_dataset
+    from ganforge_api_client.models import DatasetOut
+    from ganforge_api_client.types import File
+
+    body = File(payload=io.BytesIO(tar_bytes(image_members())), file_name="shapes.tar")
+    created = upload_dataset.sync(client=_client(generated, api), body=body, name="shapes")
+    assert isinstance(created, DatasetOut) and (created.images, created.skipped) == (9, 1)
 
 
 def test_binary_answers_are_files(generated, api, trained):
