@@ -277,8 +277,8 @@
     try { spec = JSON.parse(editor.value); } catch (e) { spec = null; }
     if (!spec || !spec.dataset || spec.dataset.name !== "image_folder") {
       const preset = presets.find((p) => p.name === FOLDER_PRESET);
-      if (preset) spec = JSON.parse(JSON.stringify(preset.spec));
-      else spec = spec && typeof spec === "object" ? spec : {};
+      // Without the preset: a DCGAN with the service's defaults (it takes RGB at 32, 64 and 128 px).
+      spec = preset ? JSON.parse(JSON.stringify(preset.spec)) : { name: picked.name, model: { arch: "dcgan" } };
     }
     const before = spec.dataset && spec.dataset.name === "image_folder" ? spec.dataset : {};
     const dataset = { name: "image_folder", upload_id: picked.id, image_size: before.image_size || 64,
