@@ -266,6 +266,11 @@ def build_dataset(
             raise DataError("the npz dataset needs a file")
         x, y = load_npz(source, config.max_npz_bytes, spec.channels)
         num_classes = int(y.max()) + 1 if y is not None else None
+    elif spec.name == "cifar10":  # binary version (gan_core/data/cifar.py): (N, 3, 32, 32) uint8
+        from gan_core.data.cifar import CLASSES, load_cifar_split
+
+        x, y = load_cifar_split("train", config)
+        num_classes = len(CLASSES)
     elif spec.name in KNOWN_FILES:
         images, y = load_idx_split(spec.name, "train", config)
         x = images[:, None]  # (N, 1, 28, 28)
@@ -305,8 +310,14 @@ def _folder_dataset(spec: DatasetSpec, config: DataConfig, device: torch.device,
 def load_test_images(
     spec: DatasetSpec, config: DataConfig, split: Literal["train", "test"] = "test"
 ) -> tuple[Tensor, Tensor | None] | None:
-    """A split (the test split by default) at native size: images (N, 1, 28, 28) in [-1, 1] and
-    int64 labels, on the CPU; None for datasets without a test split (npz, point mixtures)."""
+    """A split (the test split by default) at native size: images (N, C, H, W) in [-1, 1] and
+    int64 labels, on the CPU; None for datasets without a test split (npz, image folders, point
+    mixtures)."""
+    if spec.name == "cifar10":
+        from gan_core.data.cifar import load_cifar_split
+
+        images, labels = load_cifar_split(split, config)
+        return _to_model_range(images, torch.device("cpu"), None), torch.from_numpy(labels)
     if spec.name not in KNOWN_FILES:
         return None
     images, labels = load_idx_split(spec.name, split, config)
