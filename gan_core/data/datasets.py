@@ -152,21 +152,29 @@ class PixelDataset(Dataset):
         super().__init__(device, seed)
         if pixels.dtype != np.uint8 or pixels.ndim != 4:
             raise DataError(f"pixels must be uint8 (N, C, H, W), got {pixels.dtype} {pixels.shape}")
-        source = torch.from_numpy(pixels)  # shares the memory map, no copy
         resident = self.device.type != "cpu" and pixels.nbytes <= resident_max_bytes
-        self.pixels = source.to(self.device) if resident else source
+        # On the device: one copy, batches gathered there. Otherwise the (memory-mapped) array
+        # stays where it is and numpy gathers the rows: a few memcpy calls, where torch's
+        # indexing of the same tensor is ~100x slower (per-element kernels, thread start-up).
+        self.pixels = torch.from_numpy(pixels).to(self.device) if resident else None
+        self.array = None if resident else pixels
         self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(self.device) if labels is not None else None
         self.num_classes = num_classes
         self.shape = tuple(pixels.shape[1:])
         self.summary = summary  # image_folder: what was decoded (gan_core.data.folder.FolderSummary)
 
     def __len__(self) -> int:
-        return self.pixels.shape[0]
+        return (self.pixels if self.pixels is not None else self.array).shape[0]
 
     def _gather(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
-        rows = self.pixels[index.to(self.pixels.device)]  # (B, C, H, W) uint8
-        if rows.device != self.device:
-            rows = rows.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else rows.to(self.device)
+        if self.pixels is not None:
+            rows = self.pixels[index]  # (B, C, H, W) uint8, on the device
+        else:
+            rows = torch.from_numpy(np.take(self.array, index.cpu().numpy(), axis=0))
+            if self.device.type == "cuda":
+                rows = rows.pin_memory().to(self.device, non_blocking=True)
+            elif rows.device != self.device:
+                rows = rows.to(self.device)
         images = rows.float().div_(127.5).sub_(1.0)
         return images, None if self.labels is None else self.labels[index.to(self.device)]
 
