@@ -441,6 +441,13 @@ def record_divergence(db: Database, job_id: str, token: str, message: str) -> in
         return job.divergences
 
 
+def record_dataset_summary(db: Database, job_id: str, token: str, summary: dict[str, Any]) -> None:
+    """What the job's image dataset held (gan_core.data.folder.FolderSummary), for the job view."""
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        job.dataset_summary = summary
+
+
 def record_metrics(db: Database, job_id: str, token: str, rows: Iterable[tuple[int, dict[str, float]]], lease_seconds: int) -> bool:
     """Write metric rows (one batch, idempotent per (name, step)); returns cancel_requested.
 
