@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -139,6 +139,16 @@ def _refused(exc: Exception, size: int, limit: int) -> APIError:
     return invalid("body", f"{reason}: {exc}", code="invalid_archive", message=f"the archive was refused: {exc}")
 
 
+def _check_room(tenant: str, cap: int) -> None:
+    """409 when the tenant already keeps ``cap`` uploads (GANFORGE_MAX_DATASETS_PER_TENANT). Two
+    racing uploads may both pass the last free place: a soft cap, like the job caps."""
+    with services().db.read() as session:
+        kept = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.tenant == tenant))
+    if kept >= cap:
+        raise APIError(409, "too_many_datasets", f"the tenant keeps {kept} uploaded datasets, the limit is {cap} "
+                       "(GANFORGE_MAX_DATASETS_PER_TENANT); delete some first")
+
+
 def _replay(tenant: str, key: str, request_hash: str) -> Dataset | None:
     """The upload this tenant made with Idempotency-Key ``key``; 409 if that one had another body."""
     with services().db.read() as session:
@@ -184,6 +194,7 @@ def upload_dataset():
         request_hash = hashlib.sha256(f"{name}\0{extension}\0{sha256}".encode()).hexdigest()
         if key is not None and (earlier := _replay(who.tenant, key, request_hash)) is not None:
             return _created(earlier, replayed=True)
+        _check_room(who.tenant, settings.max_datasets_per_tenant)
         try:
             summary = inspect_archive(path, settings.archive_limits())
         except DataError as exc:  # gan_core's DatasetError: the reason is the tenant's to read
