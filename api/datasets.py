@@ -66,7 +66,7 @@ class DatasetOut(_Out):
     files: int = Field(description="regular files in the archive")
     images: int = Field(description="files that decode as images (what training uses)")
     skipped: int = Field(description="corrupt or non-image files, left out")
-    classes: Any = Field(description="class folders (labels: folders), as found in the archive")
+    classes: list[str] = Field(description="class folders found, sorted (with labels 'folders', label i is classes[i])")
     created_at: datetime
 
 
@@ -219,6 +219,9 @@ def upload_dataset():
         if earlier is None:
             raise
         return _created(earlier, replayed=True)
+    except Exception:
+        svc.storage.delete(stored.key)  # no row names it: nothing would ever remove it
+        raise
     log.info("dataset %s uploaded: %d bytes, %d images, %d skipped", dataset_id, size, summary.images, summary.skipped)
     return _created(dataset, replayed=False)
 
