@@ -47,6 +47,7 @@ def test_upload_pick_and_use_an_archive(page, service, artifacts_dir, tmp_path):
     spec = json.loads(page.input_value("#spec"))
     assert spec["dataset"] == {"name": "image_folder", "upload_id": created["id"], "image_size": 64, "channels": 3,
                                "labels": "none"}
+    assert spec["model"]["arch"] == "dcgan"  # from presets/dcgan-64-folder.json: the ring8 model would not fit
     # A refused archive: the service's reason on the page, nothing added to the list.
     bomb = tmp_path / "bomb.zip"
     bomb.write_bytes(zip_bomb(16))
