@@ -463,7 +463,7 @@ class DatasetInUse(DatasetSourceError):
 
 def upload_id(spec: JobSpec) -> str | None:
     """The uploaded dataset ``spec`` trains on (``dataset.upload_id``), if any."""
-    return getattr(spec.dataset, "upload_id", None)
+    return spec.dataset.upload_id
 
 
 def _owned(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:

@@ -77,8 +77,8 @@
     const classes = Array.isArray(summary.classes) ? summary.classes : [];
     const line = $("dataset-classes");
     line.hidden = !classes.length;
-    line.textContent = classes.length ? `${classes.length} classes (label i is the i-th, ${summary.labels === "folders"
-      ? "used as labels" : "not used as labels"}): ${classes.join(", ")}` : "";
+    const usage = summary.labels === "folders" ? "used as labels (label i is the i-th)" : "not used as labels";
+    line.textContent = classes.length ? `${classes.length} class folders, ${usage}: ${classes.join(", ")}` : "";
     card.hidden = false;
   }
 

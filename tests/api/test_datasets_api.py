@@ -253,6 +253,21 @@ def test_an_idempotent_upload_is_replayed_and_a_different_body_is_a_409(api):
     assert upload(api.client, body, headers={"Idempotency-Key": "bad key\x01"}).status_code == 422
 
 
+def test_a_tenant_keeps_at_most_the_cap_of_uploads(make_api):
+    api = make_api(max_datasets_per_tenant=2)
+    body = zip_bytes(image_members(per_class=1, corrupt=0))
+    first = upload(api.client, body, headers={"Idempotency-Key": "one"}).get_json()
+    assert upload(api.client, body).status_code == 201
+    refused = upload(api.client, body)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "too_many_datasets"
+    assert "GANFORGE_MAX_DATASETS_PER_TENANT" in refused.get_json()["error"]["message"]
+    assert len(stored_keys(api)) == 2
+    # A retry of an upload already made is still answered; a delete makes room.
+    assert upload(api.client, body, headers={"Idempotency-Key": "one"}).headers["Idempotent-Replayed"] == "true"
+    assert api.client.delete(f"/v1/datasets/{first['id']}").status_code == 204
+    assert upload(api.client, body).status_code == 201
+
+
 def test_the_list_is_paged_newest_first_with_a_cursor(api):
     body = zip_bytes(image_members(per_class=1, corrupt=0))
     ids = [upload(api.client, body, name=f"d{i}").get_json()["id"] for i in range(5)]
