@@ -26,7 +26,8 @@ SUMMARY_COLUMNS = (
     Job.started_at, Job.finished_at,
 )
 # ... and what only the single-job view shows.
-DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences)
+DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences,
+                  Job.dataset_summary)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -81,7 +82,7 @@ def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
     return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
             "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
-            "spec": job.spec, "events": [event_to_dict(e) for e in events]}
+            "dataset_summary": job.dataset_summary, "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
 def artifact_to_dict(artifact: Artifact, url: str, expires_at: datetime) -> dict[str, Any]:
@@ -193,10 +194,26 @@ class JobEventOut(_Out):
     message: str
 
 
+class DatasetSummaryOut(_Out):
+    files: int = Field(ge=0, description="files in the archive or S3 prefix (archiver metadata such as __MACOSX/ not counted)")
+    images: int = Field(ge=0, description="images decoded and used")
+    skipped: int = Field(ge=0, description="files skipped: not PNG/JPEG/WebP, corrupt, or too large")
+    classes: list[str] = Field(description="class folders found, sorted (labels 'folders': label i is classes[i])")
+    bytes: int = Field(ge=0, description="the files' uncompressed size")
+    cache: Literal["hit", "miss"] = Field(description="'hit': decoded by an earlier job on the same archive")
+    sha256: str = Field(description="the archive's sha256 (an S3 prefix: of its listing)")
+    image_size: int
+    channels: int
+    labels: Literal["none", "folders"]
+    decode_seconds: float = Field(ge=0, description="time spent decoding (0 on a cache hit)")
+
+
 class JobOut(JobSummary):
     attempt_errors: list[str] = Field(description="why each lost attempt ended (its worker died or lost the database)")
     runtime_seconds: float = Field(ge=0, description="training time over all attempts")
     divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
+    dataset_summary: DatasetSummaryOut | None = Field(
+        None, description="image_folder: what the worker decoded (null before it did, and for other datasets)")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
     devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")

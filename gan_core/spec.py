@@ -82,9 +82,9 @@ class DatasetSpec(_Strict):
     name: DatasetName
     path: str | None = Field(
         None,
-        description="npz: the user's .npz file; image_folder: a zip or tar archive (s3://bucket/x.zip, "
-        "https://host/x.tar.gz) or an S3 prefix ending in '/' (s3://bucket/prefix/) of PNG/JPEG/WebP images. "
-        "Server paths only where the deployment allows them",
+        description="npz: the user's .npz file; image_folder: a zip or tar archive of PNG/JPEG/WebP images, or "
+        "an S3 prefix ending in '/' holding them (URIs with the s3 or https scheme; server paths only where the "
+        "deployment allows them)",
     )
     upload_id: str | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",

@@ -117,7 +117,7 @@ def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue:
         enqueued_at=utcnow(),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        dataset_id=getattr(spec.dataset, "upload_id", None),  # an uploaded archive (jobs/datasets.py)
+        dataset_id=spec.dataset.upload_id,  # an uploaded archive: kept while the job may read it
     )
     session.add(job)
     session.flush()
@@ -439,6 +439,13 @@ def record_divergence(db: Database, job_id: str, token: str, message: str) -> in
         job.divergences = job.divergences + 1
         _event(session, job, "running", "running", message, job.attempt)
         return job.divergences
+
+
+def record_dataset_summary(db: Database, job_id: str, token: str, summary: dict[str, Any]) -> None:
+    """What the job's image dataset held (gan_core.data.folder.FolderSummary), for the job view."""
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        job.dataset_summary = summary
 
 
 def record_metrics(db: Database, job_id: str, token: str, rows: Iterable[tuple[int, dict[str, float]]], lease_seconds: int) -> bool:

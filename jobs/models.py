@@ -96,6 +96,9 @@ class Job(Base):
     # from being deleted; a finished job forgets it when it is.
     dataset_id: Mapped[str | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL", name="fk_jobs_dataset_id"), nullable=True, index=True)
+    # What an image dataset held when the worker decoded it (files used, skipped, classes, bytes,
+    # cache hit or miss): gan_core.data.folder.FolderSummary.
+    dataset_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

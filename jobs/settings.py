@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = _env("GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3, gt=0)  # download and archive cap
     # files in one image archive, upload or S3 prefix (gan_core.data.archive.ArchiveLimits)
     max_dataset_files: int = _env("GANFORGE_MAX_DATASET_FILES", 100_000, gt=0)
+    # uploaded datasets (POST /v1/datasets) a tenant may keep at once; the store holds each archive
+    max_datasets_per_tenant: int = _env("GANFORGE_MAX_DATASETS_PER_TENANT", 100, gt=0)
 
     # ---- how variables are read ------------------------------------------------------------
     @field_validator("worker_queues", "dataset_s3_buckets", "dataset_https_hosts", mode="before")

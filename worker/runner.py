@@ -228,7 +228,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     with services.db.session() as session:
         job = lifecycle.get(session, job_id)
         spec = spec or lifecycle.load_spec(job.spec, settings)
-        runtime_before, divergences = job.runtime_seconds, job.divergences
+        runtime_before, divergences, tenant = job.runtime_seconds, job.divergences, job.tenant
 
     def retention(item) -> None:  # a new checkpoint or a new evaluation score may free older checkpoints
         if item.kind in ("checkpoint", "evaluation"):
@@ -239,7 +239,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     try:
         data_config = settings.data_config()  # a bad GANFORGE_DATASET_MIRRORS fails the job, naming it
         # user data: allowed sources, size-capped (the other ranks read the same local copy)
-        spec = parallel.share(lambda: datasets.localise(spec, settings, job_id))
+        spec = parallel.share(lambda: _localise(services, claim, spec, tenant, reporter))
         trainer = None
         while True:
             def resume_point() -> tuple[bytes | None, float]:
@@ -302,6 +302,20 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     finally:
         uploader.close()
         datasets.discard(job_id)
+
+
+def _localise(services: Services, claim: Claim, spec: JobSpec, tenant: str, reporter: JobReporter) -> JobSpec:
+    """The spec with its user data made local: an npz copied, an image folder decoded into the
+    data cache (its summary recorded on the job for the job view)."""
+    if spec.dataset.name != "image_folder":
+        return datasets.localise(spec, services.settings, claim.job_id)
+    with reporter.long_operation("prepare dataset"):  # a first decode of a large archive takes minutes
+        localised, summary = datasets.localise_folder(spec, services.settings, claim.job_id, tenant=tenant,
+                                                      db=services.db, storage=services.storage)
+    lifecycle.record_dataset_summary(services.db, claim.job_id, claim.token, summary)
+    log.info("job %s: image_folder with %d images (%d skipped, cache %s)", claim.job_id, summary["images"],
+             summary["skipped"], summary["cache"])
+    return localised
 
 
 def follow_claimed(parallel: Parallel, data_config: DataConfig) -> str:

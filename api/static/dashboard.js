@@ -36,6 +36,9 @@ const gf = {
     if (options.json !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = typeof options.json === "string" ? options.json : JSON.stringify(options.json);
+    } else if (options.body !== undefined) {  // a File or Blob, sent as it is (an archive upload)
+      init.headers["Content-Type"] = options.contentType;
+      init.body = options.body;
     }
     let response;
     try {
