@@ -26,7 +26,8 @@ SUMMARY_COLUMNS = (
     Job.started_at, Job.finished_at,
 )
 # ... and what only the single-job view shows.
-DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences)
+DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences, Job.health,
+                  Job.stop_reason)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -81,7 +82,7 @@ def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
     return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
             "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
-            "spec": job.spec, "events": [event_to_dict(e) for e in events]}
+            "health": json_safe(job.health or []), "stop_reason": job.stop_reason, "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
 def artifact_to_dict(artifact: Artifact, url: str, expires_at: datetime) -> dict[str, Any]:
@@ -193,10 +194,21 @@ class JobEventOut(_Out):
     message: str
 
 
+class HealthFindingOut(_Out):
+    detector: Literal["diverged", "discriminator_won", "mode_collapse"]
+    step: int = Field(ge=0, description="the training step it was found at")
+    message: str
+    action: Literal["warning", "stopped"] = Field(description="'stopped': the job was stopped for it")
+
+
 class JobOut(JobSummary):
     attempt_errors: list[str] = Field(description="why each lost attempt ended (its worker died or lost the database)")
     runtime_seconds: float = Field(ge=0, description="training time over all attempts")
     divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
+    health: list[HealthFindingOut] = Field(
+        description="GAN health (train.health): what the detectors found, oldest first; each also an event")
+    stop_reason: Literal["diverged", "discriminator_won", "mode_collapse"] | None = Field(
+        None, description="the GAN health detector that stopped the job (it ends cancelled), if one did")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
     devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")

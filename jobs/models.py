@@ -92,6 +92,10 @@ class Job(Base):
     # A sweep's trial (jobs/sweeps.py): otherwise an ordinary job.
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL", name="fk_jobs_sweep_id"),
                                                  nullable=True, index=True)
+    # GAN health (gan_core.health): the findings [{detector, step, message, action}], and the
+    # detector that stopped the job (diverged, discriminator_won, mode_collapse) when one did.
+    health: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
