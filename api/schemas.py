@@ -27,7 +27,7 @@ SUMMARY_COLUMNS = (
 )
 # ... and what only the single-job view shows.
 DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences,
-                  Job.dataset_summary)
+                  Job.dataset_summary, Job.health, Job.stop_reason)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -82,7 +82,8 @@ def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
     return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
             "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
-            "dataset_summary": job.dataset_summary, "spec": job.spec, "events": [event_to_dict(e) for e in events]}
+            "dataset_summary": job.dataset_summary, "health": json_safe(job.health or []), "stop_reason": job.stop_reason,
+            "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
 def artifact_to_dict(artifact: Artifact, url: str, expires_at: datetime) -> dict[str, Any]:
@@ -206,6 +207,11 @@ class DatasetSummaryOut(_Out):
     channels: int
     labels: Literal["none", "folders"]
     decode_seconds: float = Field(ge=0, description="time spent decoding (0 on a cache hit)")
+class HealthFindingOut(_Out):
+    detector: Literal["diverged", "discriminator_won", "mode_collapse"]
+    step: int = Field(ge=0, description="the training step it was found at")
+    message: str
+    action: Literal["warning", "stopped"] = Field(description="'stopped': the job was stopped for it")
 
 
 class JobOut(JobSummary):
@@ -214,6 +220,10 @@ class JobOut(JobSummary):
     divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
     dataset_summary: DatasetSummaryOut | None = Field(
         None, description="image_folder: what the worker decoded (null before it did, and for other datasets)")
+    health: list[HealthFindingOut] = Field(
+        description="GAN health (train.health): what the detectors found, oldest first; each also an event")
+    stop_reason: Literal["diverged", "discriminator_won", "mode_collapse"] | None = Field(
+        None, description="the GAN health detector that stopped the job (it ends cancelled), if one did")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
     devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")

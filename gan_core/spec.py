@@ -208,6 +208,36 @@ class ModelSpec(_Strict):
         return widths
 
 
+# The GAN health detectors (gan_core.health), which are also the reasons a job stopped by one gives.
+HEALTH_REASONS = ("diverged", "discriminator_won", "mode_collapse")
+
+
+class HealthSpec(_Strict):
+    """GAN health (gan_core.health): detectors run every ``every`` steps; a finding is a warning
+    on the job, or stops it when ``stop`` says so. Non-finite losses are always caught."""
+
+    enabled: bool = Field(True, description="run the discriminator-won and mode-collapse detectors")
+    stop: bool | None = Field(
+        None, description="stop the job at a finding (reason diverged, discriminator_won or mode_collapse); "
+        "default: sweep trials stop, other jobs get a warning"
+    )
+    every: int = Field(50, ge=1, le=1_000_000, description="steps between checks (each reads the step statistics "
+                       "back from the device and generates one fixed batch)")
+    min_step: int = Field(500, ge=0, description="no discriminator-won or collapse verdict on steps before this "
+                          "one (at the start D always wins and G's samples are alike)")
+    d_accuracy: float = Field(0.99, gt=0.5, le=1.0, description="D has won when its mean accuracy on real and "
+                              "on fake samples are both at least this over d_window steps")
+    d_window: int = Field(500, ge=1, le=1_000_000, description="steps of the discriminator-won window")
+    samples: int = Field(256, ge=16, le=4096, description="size of the fixed-noise batch the diversity checks "
+                         "generate")
+    diversity_ratio: float = Field(0.2, ge=0.0, lt=1.0, description="collapse when the mean pairwise distance "
+                                   "of G's fixed batch falls below this fraction of the real data's")
+    mode_drop: float = Field(0.5, ge=0.0, lt=1.0, description="2-D mixtures: collapse when the modes the fixed "
+                             "batch covers fall to at most this fraction of the most it covered before")
+    patience: int = Field(3, ge=1, le=1000, description="consecutive checks a collapse must hold before it is "
+                          "reported")
+
+
 class TrainSpec(_Strict):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -242,6 +272,8 @@ class TrainSpec(_Strict):
         "running statistics move, as in pytorch/examples' DCGAN) or 'eval' (the running statistics, left as they "
         "are: Keras' generator.predict)",
     )
+
+    health: HealthSpec = Field(default_factory=HealthSpec, description="GAN health detectors (gan_core.health)")
 
     _steps_limit = _within("steps", "max_steps", "steps")
 

@@ -99,6 +99,10 @@ class Job(Base):
     # What an image dataset held when the worker decoded it (files used, skipped, classes, bytes,
     # cache hit or miss): gan_core.data.folder.FolderSummary.
     dataset_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # GAN health (gan_core.health): the findings [{detector, step, message, action}], and the
+    # detector that stopped the job (diverged, discriminator_won, mode_collapse) when one did.
+    health: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from gan_core import checkpoint as ckpt
-from gan_core import distributed, images
+from gan_core import distributed, health, images
 from gan_core.data import DataConfig, DataError, DownloadError
 from gan_core.distributed import SINGLE, Parallel
 from gan_core.quality import quality_score
@@ -49,7 +49,7 @@ class JobReporter(Callbacks):
     when to stop: cancellation (database flag), a worker drain (SIGTERM) or max_runtime_seconds."""
 
     def __init__(self, services: Services, claim: Claim, uploader: Uploader, spec: JobSpec,
-                 runtime_before: float, drain: threading.Event):
+                 runtime_before: float, drain: threading.Event, health_stops: bool = False):
         self.services = services
         self.claim = claim
         self.uploader = uploader
@@ -58,6 +58,10 @@ class JobReporter(Callbacks):
         self.drain = drain
         self.stop_reason: str | None = None  # cancel | drain | max_runtime
         self.cancel_requested = False
+        # GAN health: a finding stops the job (train.health.stop; by default a sweep trial's),
+        # else it is a warning; health_stop is the detector that stopped it.
+        self.health_stops = health_stops
+        self.health_stop: str | None = None
         self._runtime_before = runtime_before
         self._started: float | None = None  # the clock runs while the loop trains (start_clock)
         self._last_beat = time.monotonic()
@@ -97,6 +101,16 @@ class JobReporter(Callbacks):
         sweep_id = with_db_retry(lambda: lifecycle.record_evaluation(
             self.services.db, self.claim.job_id, self.claim.token, step, results, self.lease), self.lease)
         sweeps.advance_quietly(self.services, sweep_id)
+
+    def on_health(self, step: int, findings: list[health.Finding]) -> None:
+        action = "stopped" if self.health_stops else "warning"
+        entries = [{**finding.as_dict(), "action": action} for finding in findings]
+        for finding in findings:
+            log.warning("job %s: GAN health at step %d: %s (%s): %s", self.claim.job_id, finding.step, finding.detector,
+                        action, finding.message, extra={"job_id": self.claim.job_id})
+        stop = findings[0].detector if self.health_stops else None
+        self.cancel_requested, self.health_stop = with_db_retry(lambda: lifecycle.record_health(
+            self.services.db, self.claim.job_id, self.claim.token, entries, stop), self.lease)
 
     def should_stop(self) -> bool:
         if self.drain.is_set():
@@ -229,13 +243,14 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
         job = lifecycle.get(session, job_id)
         spec = spec or lifecycle.load_spec(job.spec, settings)
         runtime_before, divergences, tenant = job.runtime_seconds, job.divergences, job.tenant
+        health_stops = spec.train.health.stop if spec.train.health.stop is not None else job.sweep_id is not None
 
     def retention(item) -> None:  # a new checkpoint or a new evaluation score may free older checkpoints
         if item.kind in ("checkpoint", "evaluation"):
             prune_checkpoints(services, claim, spec)
 
     uploader = Uploader(services, claim, settings.data_dir / "spool", after_upload=retention)
-    reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
+    reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain, health_stops)
     try:
         data_config = settings.data_config()  # a bad GANFORGE_DATASET_MIRRORS fails the job, naming it
         # user data: allowed sources, size-capped (the other ranks read the same local copy)
@@ -257,6 +272,10 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                 break
             except NonFiniteLossError as exc:  # every rank sees it at the same step (global statistics)
                 def rollback() -> int:
+                    """-2: stopped by GAN health; -1: failed (a second divergence); else the count."""
+                    reporter.on_health(exc.step, [health.diverged(exc.step, exc.values)])
+                    if reporter.health_stop == health.DIVERGED:
+                        return -2  # no rollback: halved learning rates would not be the trial's
                     if divergences >= 1:
                         return -1
                     with reporter.long_operation("drain"):
@@ -269,6 +288,8 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                         f"non-finite loss at step {exc.step}: rolled back to step {back_to}, learning rates halved")
 
                 divergences = parallel.share(rollback)
+                if divergences == -2:
+                    return _diverged(services, claim, reporter, uploader, exc)
                 if divergences < 0:
                     return _fail(services, claim, f"diverged at step {exc.step}")
         if result.stopped:
@@ -396,7 +417,23 @@ def _stopped(services: Services, claim: Claim, spec: JobSpec, trainer: Trainer, 
                              f"stopped at max_runtime_seconds ({runtime}) after {step} steps; generator kept", step=step)
             return "succeeded"
         return _fail(services, claim, f"max_runtime_exceeded: stopped at step {step} after {runtime}", step=step)
-    lifecycle.finish(services.db, job_id, claim.token, "cancelled", f"cancelled at step {step}", step=step)
+    if reporter.health_stop is not None:
+        message = f"stopped at step {step} by GAN health: {reporter.health_stop}"
+    else:
+        message = f"cancelled at step {step}"
+    lifecycle.finish(services.db, job_id, claim.token, "cancelled", message, step=step)
+    return "cancelled"
+
+
+def _diverged(services: Services, claim: Claim, reporter: JobReporter, uploader: Uploader,
+              exc: NonFiniteLossError) -> str:
+    """A non-finite loss stopped the job (GAN health): its weights are not finite, so no
+    checkpoint; the earlier ones land, then the job ends cancelled, stop reason ``diverged``."""
+    with reporter.long_operation("drain"):
+        uploader.drain(services.settings.upload_patience_seconds)
+    reporter.beat()  # the final training time
+    lifecycle.finish(services.db, claim.job_id, claim.token, "cancelled",
+                     f"stopped at step {exc.step} by GAN health: diverged (non-finite loss)", step=exc.step)
     return "cancelled"
 
 
