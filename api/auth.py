@@ -32,7 +32,8 @@ LOCAL_ADMIN = Principal(tenant="default", is_admin=True, key_id=None)
 # scripts (they hold no data: the pages read everything through the API with the user's key).
 # (Presigned artifact URLs are checked by their signature in api.artifacts instead.)
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "openapi.spec", "openapi.docs", "static",
-                              "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page"})
+                              "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page",
+                              "dashboard.sweeps_page", "dashboard.sweep_page"})
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ganforge"'}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def test_pages_run_under_the_policy_and_inline_scripts_are_refused(page, service):
-    for path, ready in (("/", "#jobs-body"), ("/submit", "#preset"), ("/docs", "h1")):
+    for path, ready in (("/", "#jobs-body"), ("/sweeps", "#sweeps-body"), ("/submit", "#preset"), ("/docs", "h1")):
         response = page.goto(f"{service}{path}")
         assert "script-src 'self'" in response.headers["content-security-policy"], path
         assert response.headers["x-frame-options"] == "DENY"
