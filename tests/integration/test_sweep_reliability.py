@@ -132,3 +132,158 @@ def test_two_sweeps_and_other_tenants_jobs_share_the_workers(engine_services):
         assert times["started"] - times["submitted"] <= TICKS_PER_JOB, times
     with services.db.read() as session:
         assert set(session.scalars(select(Job.status).where(Job.id.in_(list(ordinary))))) == {"succeeded"}
+
+
+# ---- real workers ---------------------------------------------------------------------------------
+TRIAL = {"name": "ring-trial", "dataset": {"name": "ring8"},
+         "model": {"latent_dim": 2, "hidden_g": [32, 32], "hidden_d": [32, 32]},
+         "train": {"steps": 60, "batch_size": 64}, "log_every": 20, "sample_every": 60, "checkpoint_every": 60,
+         "eval_every": 30, "eval": {"n_samples": 300}, "device": "cpu"}
+
+
+def real_sweep(name: str, trials: int, max_parallel: int) -> dict:
+    return {"name": name, "base": TRIAL, "method": "random", "trials": trials, "max_parallel": max_parallel,
+            "space": {"train.lr_d": {"type": "log_uniform", "low": 1e-4, "high": 3e-3},
+                      "train.seed": {"type": "int", "low": 0, "high": 10000}},
+            "objective": {"metric": "hq_percent", "direction": "maximize"}}
+
+
+def fast_env(service_env: dict) -> dict:
+    # Frequent reconciler passes: a lost message is re-sent within seconds. The lease stays at
+    # service_env's 30 s: no worker dies here, and a 4 s lease expires under a loaded machine
+    # during a cold worker's first steps (a second attempt, which the tests count as a double).
+    return {**service_env, "GANFORGE_RECONCILE_SECONDS": "1", "GANFORGE_REQUEUE_AFTER_SECONDS": "3"}
+
+
+def wait_until(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+    return value
+
+
+def started_at(services, job_ids) -> dict[str, object]:
+    """When each job first went running (its first claim)."""
+    with services.db.read() as session:
+        rows = session.execute(select(JobEvent.job_id, func.min(JobEvent.at)).where(
+            JobEvent.job_id.in_(list(job_ids)), JobEvent.to_status == "running").group_by(JobEvent.job_id)).all()
+    return dict(rows)
+
+
+def test_two_sweeps_and_another_tenants_jobs_share_real_workers(service_env, start_worker, tmp_path):
+    from jobs.services import Services
+    from jobs.settings import Settings
+
+    env = fast_env(service_env)
+    services = Services.from_settings(Settings.from_env(env))
+    try:
+        start_worker(env, tmp_path, "a")
+        start_worker(env, tmp_path, "b")
+        ids = {}
+        for tenant, name in (("tenant-a", "a"), ("tenant-b", "b")):
+            spec = sweeps.stored_spec(real_sweep(name, trials=3, max_parallel=1))
+            ids[name] = sweeps.submit(services.db, spec, tenant).sweep_id
+            sweeps.advance(services, ids[name])
+
+        def running_sweeps() -> set:
+            with services.db.read() as session:
+                return set(session.scalars(select(Job.sweep_id).where(Job.status == "running")))
+
+        # Both workers busy with one trial of each sweep (neither sweep waits for the other) ...
+        wait_until(lambda: set(ids.values()) <= running_sweeps(), 120, "both sweeps running at once")
+        # ... when another tenant's jobs arrive.
+        plain = [submit_job(services, "tenant-c", f"plain-{i}") for i in range(2)]
+        with services.db.read() as session:
+            arrived = session.scalar(select(func.max(Job.created_at)).where(Job.id.in_(plain)))
+
+        def ended() -> bool:
+            with services.db.read() as session:
+                return (all(session.get(Sweep, s).finished_at for s in ids.values())
+                        and set(session.scalars(select(Job.status).where(Job.id.in_(plain)))) == {"succeeded"})
+
+        wait_until(ended, 240, "the sweeps and the jobs ended")
+        with services.db.read() as session:
+            trial_jobs = list(session.scalars(select(Job).where(Job.sweep_id.in_(list(ids.values())))))
+        for name, sweep_id in ids.items():
+            mine = [job for job in trial_jobs if job.sweep_id == sweep_id]
+            assert len(mine) == 3 and all(job.status == "succeeded" for job in mine), name
+            assert max_active(services, sweep_id) == 1  # one worker at most, though two were there
+        # Fair: the trials asked for after the other tenant's jobs arrived ran after them.
+        later = [job.id for job in trial_jobs if job.created_at > arrived]
+        assert later, "every trial was queued before the other tenant's jobs: nothing was compared"
+        starts = started_at(services, plain + later)
+        assert max(starts[job_id] for job_id in plain) < min(starts[job_id] for job_id in later), starts
+    finally:
+        services.db.dispose()
+
+
+def test_a_sweep_outlives_its_api_and_a_broker_emptied_mid_sweep(service_env, redis_url, start_worker, tmp_path):
+    import redis
+
+    from ganforge.client import Client
+    from jobs.services import Services
+    from jobs.settings import Settings
+    from tests.integration.test_e2e_http import free_port, wait_http
+
+    env = fast_env(service_env)
+
+    def start_api(name: str) -> tuple[subprocess.Popen, Client]:
+        port, log = free_port(), tmp_path / f"{name}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "api", "--port", str(port), "--workers", "1"],
+                                env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+        client = Client(f"http://127.0.0.1:{port}", api_key=key)
+        wait_http(client, proc, log)
+        return proc, client
+
+    made = subprocess.run([sys.executable, "-m", "ganforge.cli", "keys", "create", "--tenant", "acme"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    key = made.stdout.strip().splitlines()[-1]
+    services = Services.from_settings(Settings.from_env(env))
+    api, client = start_api("api-1")
+    second = None
+    try:
+        start_worker(env, tmp_path, "w")  # one worker, max_parallel 2: a trial always waits in the broker
+        # Eight short trials: the sweep is still mid-way when the second API is up.
+        sweep_id = client.submit_sweep(real_sweep("outlives", trials=8, max_parallel=2))["id"]
+
+        def one_running_one_waiting() -> bool:
+            with services.db.read() as session:
+                statuses = list(session.scalars(select(Job.status).where(Job.sweep_id == sweep_id)))
+            return statuses.count("running") == 1 and statuses.count("queued") == 1
+
+        wait_until(one_running_one_waiting, 120, "a trial running and one waiting")
+        api.send_signal(signal.SIGKILL)  # the API dies mid-sweep ...
+        api.wait()
+        broker = redis.Redis.from_url(redis_url)
+        broker.flushdb()  # ... and the broker loses every message (the waiting trial's among them)
+        assert broker.dbsize() == 0
+        second, client = start_api("api-2")  # another API on the same database
+        view = client.sweep(sweep_id)
+        assert view["status"] == "running" and view["counts"]["queued"] + view["counts"]["running"] <= 2, view
+
+        deadline = time.monotonic() + 240
+        while (view := client.sweep(sweep_id))["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, view
+            time.sleep(0.5)
+        assert view["status"] == "succeeded", view
+        items = client.sweep_trials(sweep_id)["items"]
+        # exact: eight trials, numbers 0..7, eight jobs, each run once (one claim, one attempt)
+        assert [t["number"] for t in items] == list(range(8)) and len({t["job_id"] for t in items}) == 8
+        assert view["counts"]["succeeded"] == sum(view["counts"].values()) == 8
+        with services.db.read() as session:
+            jobs = list(session.scalars(select(Job).where(Job.sweep_id == sweep_id)))
+            claims = dict(session.execute(select(JobEvent.job_id, func.count()).join(Job, Job.id == JobEvent.job_id)
+                                          .where(Job.sweep_id == sweep_id, JobEvent.to_status == "running")
+                                          .group_by(JobEvent.job_id)).all())
+        assert len(jobs) == 8 and all(job.status == "succeeded" and job.attempt == 1 for job in jobs)
+        assert claims == {job.id: 1 for job in jobs}
+        assert max_active(services, sweep_id) == 2
+        # The lost message came back through the worker's reconciler, not by luck.
+        assert "re-sent" in (tmp_path / "w.log").read_text()
+    finally:
+        for proc in (api, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+        services.db.dispose()
