@@ -178,3 +178,19 @@ def test_curves_hold_every_trials_evaluation_series_and_a_trial_job_names_its_sw
     assert listed[second.id]["sweep_id"] == view["id"]
     plain = api.client.post("/v1/jobs", json=BASE).get_json()
     assert api.client.get(f"/v1/jobs/{plain['id']}").get_json()["sweep_id"] is None
+
+
+def test_the_sweep_presets_are_accepted_as_they_are_and_the_cli_finds_them_by_name(api):
+    import json
+
+    from ganforge.cli.sweeps import SWEEP_PRESETS, _read
+
+    presets = sorted(SWEEP_PRESETS.glob("*.json"))
+    assert [p.stem for p in presets] == ["grid25-search"]
+    for path in presets:
+        doc = json.loads(path.read_text())
+        assert _read(path.stem) == doc == _read(str(path))
+        response = api.client.post("/v1/sweeps", json=doc)
+        assert response.status_code == 201, response.get_json()
+        view = response.get_json()
+        assert view["trials"] == doc["trials"] and len(trial_jobs(api.db, view["id"])) == doc["max_parallel"]
