@@ -54,6 +54,17 @@ def sweep_doc(args: argparse.Namespace, pruning: bool) -> dict:
     if args.spec:  # a sweep file (a preset of presets/sweeps/) run as it is, on CPU workers
         doc = json.loads(Path(args.spec).read_text())
         doc["base"] = {**doc["base"], "device": "cpu", "max_attempts": 5}
+        if args.steps is not None:  # the same sweep on a shorter budget: every step count scaled
+            base, scale = doc["base"], args.steps / doc["base"]["train"]["steps"]
+            base["train"] = {**base["train"], "steps": args.steps}
+            base["eval_every"] = max(1, round(base["eval_every"] * scale))
+            for key in ("sample_every", "checkpoint_every"):
+                base[key] = min(base[key], args.steps)
+            if doc.get("early_stopping"):
+                doc["early_stopping"] = {**doc["early_stopping"],
+                                         "min_steps": max(1, round(doc["early_stopping"]["min_steps"] * scale))}
+        if args.trials is not None:
+            doc["trials"] = args.trials
         return doc
     base = json.loads((ROOT / "presets" / "ring8-quality.json").read_text())
     base.update({"device": "cpu", "eval_every": args.eval_every, "max_attempts": 5})
@@ -159,9 +170,10 @@ def report(result: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--trials", type=int, default=None, help="default 16 (with --spec: the file's)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=6000, help="train.steps of each trial (the preset: 6000)")
+    ap.add_argument("--steps", type=int, default=None, help="train.steps of each trial (default: the preset's 6000; "
+                                                           "with --spec: the file's, others scaled with it)")
     ap.add_argument("--eval-every", type=int, default=None, help="default: steps / 6")
     ap.add_argument("--min-steps", type=int, default=None, help="ASHA's first rung (default: steps / 6)")
     ap.add_argument("--reduction-factor", type=int, default=3)
@@ -171,7 +183,9 @@ def main() -> int:
                                    "--workers should match its max_parallel)")
     ap.add_argument("--timeout", type=float, default=7200.0)
     args = ap.parse_args()
-    args.eval_every = args.eval_every or max(1, args.steps // 6)
+    if not args.spec:
+        args.trials, args.steps = args.trials or 16, args.steps or 6000
+    args.eval_every = args.eval_every or max(1, (args.steps or 6) // 6)
     args.min_steps = args.min_steps or args.eval_every
     (Needs("bench/sweep.py").python("psycopg", "redis", "celery", "torch", "optuna")
      .command("redis-server", "apt-get install -y redis-server").postgres().check())
