@@ -103,7 +103,7 @@ def _id_param(name: str) -> dict[str, Any]:
 def build_spec() -> dict[str, Any]:
     inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
     outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
-               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList,
+               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList, sw.CurvesOut,
                ds.DatasetOut, ds.DatasetPage]
     refs, definitions = models_json_schema(
         [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
@@ -208,6 +208,12 @@ def build_spec() -> dict[str, Any]:
         "/v1/sweeps/{sweep_id}/trials": {
             "get": op("A sweep's trials in order", {"200": {"description": "the trials", "content": _json(ref(sw.TrialList))}},
                       (*auth_errs, 404), params=[_id_param("sweep_id")], op_id="sweepTrials"),
+        },
+        "/v1/sweeps/{sweep_id}/curves": {
+            "get": op("Every trial's learning curve (the eval/<figure> series of its periodic evaluations)",
+                      {"200": {"description": "the curves", "content": _json(ref(sw.CurvesOut))}},
+                      (*auth_errs, 404, 422), params=[_id_param("sweep_id"), *_query_parameters(sw.CurvesQuery)],
+                      op_id="sweepCurves"),
         },
         "/v1/sweeps/{sweep_id}/cancel": {
             "post": op("Cancel a sweep and its queued and running trials",

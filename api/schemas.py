@@ -23,7 +23,7 @@ _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 SUMMARY_COLUMNS = (
     Job.id, Job.name, Job.status, Job.queue, Job.progress_step, Job.total_steps, Job.attempt, Job.max_attempts,
     Job.error, Job.cancel_requested, Job.latest_metrics, Job.evaluation, Job.created_at, Job.updated_at,
-    Job.started_at, Job.finished_at,
+    Job.started_at, Job.finished_at, Job.sweep_id,
 )
 # ... and what only the single-job view shows.
 DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences,
@@ -70,6 +70,7 @@ def job_summary(job: Any) -> dict[str, Any]:
         "cancel_requested": bool(job.cancel_requested),
         "latest_metrics": json_safe(job.latest_metrics),
         "evaluation": json_safe(job.evaluation),
+        "sweep_id": job.sweep_id,
     }
 
 
@@ -183,6 +184,7 @@ class JobSummary(_Out):
     cancel_requested: bool
     latest_metrics: dict[str, float | None] | None
     evaluation: dict[str, Any] | None
+    sweep_id: str | None = Field(description="the sweep this job is a trial of (GET /v1/sweeps/{sweep_id}); null if none")
 
 
 class JobEventOut(_Out):

@@ -127,6 +127,10 @@ class Client:
     def sweep_trials(self, sweep_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/trials")
 
+    def sweep_curves(self, sweep_id: str, figure: str | None = None) -> dict[str, Any]:
+        query = "?" + urllib.parse.urlencode({"figure": figure}) if figure else ""
+        return self._request("GET", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/curves{query}")
+
     def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/cancel")
 

@@ -40,6 +40,11 @@
     $("job-attempts").textContent = `${data.attempts}/${data.max_attempts}`;
     $("job-queue").textContent = data.queue;
     $("job-devices").textContent = data.devices || 1;
+    $("job-sweep").hidden = !data.sweep_id;
+    if (data.sweep_id) {
+      $("job-sweep-link").href = "/sweeps/" + data.sweep_id;
+      $("job-sweep-link").textContent = data.sweep_id.slice(0, 8);
+    }
     const waiting = $("job-waiting");
     waiting.hidden = !data.waiting_reason;
     waiting.textContent = data.waiting_reason ? "Waiting: " + data.waiting_reason : "";
