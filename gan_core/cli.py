@@ -28,11 +28,33 @@ log = logging.getLogger("ganforge")
 
 
 class CLIError(Exception):
-    """A user-facing failure: printed as one message, exit status ``code``."""
+    """A user-facing failure: printed as one message, exit status ``code``; with ``--json``,
+    ``{"error": {"message", "exit_code", **data}}`` on stdout instead."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = 1, data: Mapping[str, Any] | None = None):
         super().__init__(message)
         self.code = code
+        self.data = dict(data or {})
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": {"message": str(self), "exit_code": self.code, **self.data}}
+
+
+class UsageError(CLIError):
+    """A command line argparse rejects (exit status 2), with the usage of the command at fault."""
+
+    def __init__(self, message: str, usage: str, prog: str):
+        super().__init__(message, 2)
+        self.usage = usage
+        self.prog = prog
+
+
+class CLIParser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises UsageError instead of printing and
+    exiting, so ``run`` can answer in JSON when ``--json`` was asked for."""
+
+    def error(self, message: str):
+        raise UsageError(message, self.format_usage(), self.prog)
 
 
 def read_spec(path: str, steps: int | None = None, devices: int | None = None) -> JobSpec:
@@ -461,7 +483,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="GAN training, locally or as a service")
+    parser = CLIParser(prog="ganforge", description="GAN training, locally or as a service")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
@@ -473,13 +495,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command: a CLIError is one message on stderr and its exit code."""
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Parse ``argv`` and run the command: a CLIError is one message on stderr and its exit code
+    (with ``--json``: a JSON object on stdout); Ctrl-C ends with 130 and no traceback; a reader
+    that stops early (``ganforge list --json | head``) ends it quietly."""
     try:
-        return args.func(args)
+        return _run(parser, list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more. stdout points at /dev/null so that
+        # the interpreter's own flush at exit does not raise (and print) the same error again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a tool killed by SIGPIPE reports
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    json_out = "--json" in argv
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as exc:
+            if json_out:
+                raise
+            sys.stderr.write(exc.usage)
+            print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+            return exc.code
+        json_out = bool(getattr(args, "json", False))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            raise CLIError("interrupted", 130) from None
     except CLIError as exc:
-        print(f"ganforge: {exc}", file=sys.stderr)
+        if json_out:
+            print(json.dumps(exc.as_json(), indent=2), flush=True)
+        else:
+            print(f"ganforge: {exc}", file=sys.stderr)
         return exc.code
 
 

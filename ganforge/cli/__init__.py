@@ -13,7 +13,7 @@ from ganforge.cli import client_commands, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="GAN training: locally, or as a service")
+    parser = local.CLIParser(prog="ganforge", description="GAN training: locally, or as a service")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     local.add_commands(sub)

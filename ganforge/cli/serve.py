@@ -312,7 +312,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                     raise CLIError(f"the worker exited (code {worker.returncode}); see {settings.data_dir / 'worker.log'}")
 
             code = submit_and_wait(Client(url), args.submit, show_progress=True, json_out=False,
-                                   fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive)
+                                   fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive,
+                                   detach_on_interrupt=False)
             if args.exit_when_done:
                 return code
         while True:

@@ -69,7 +69,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         print(f"submitted sweep {sweep['id']} ({sweep['name']}, {sweep['trials']} trials)", flush=True)
-    sweep = _call(wait, client, sweep["id"], not args.json)
+    try:
+        sweep = _call(wait, client, sweep["id"], not args.json)
+    except KeyboardInterrupt:
+        raise CLIError(f"stopped following sweep {sweep['id']}; it keeps running on the service: see it with "
+                       f"`ganforge sweep status {sweep['id']}`, stop it with `ganforge sweep cancel {sweep['id']}`",
+                       130, {"id": sweep["id"], "keeps_running": True}) from None
     _out(args, sweep, _line(sweep))
     return 0 if sweep["status"] == "succeeded" else 1
 
