@@ -237,6 +237,10 @@ class ResourcesSpec(_Strict):
 
 class JobSpec(_Strict):
     name: str = Field(..., min_length=1, max_length=120)
+    description: str | None = Field(
+        None, max_length=2000, description="free text: what this spec is for (its first line is the one-line summary "
+        "`ganforge presets` shows)",
+    )
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Loss = "bce"

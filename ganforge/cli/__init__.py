@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from gan_core import cli as local
-from ganforge.cli import client_commands, serve, sweeps
+from ganforge.cli import client_commands, presets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     local.add_commands(sub)
+    presets.add_commands(sub)
     serve.add_commands(sub)
     client_commands.add_commands(sub)
     sweeps.add_commands(sub)

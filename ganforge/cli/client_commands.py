@@ -221,8 +221,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
         return add_client_options(p)
 
-    p = client_parser("submit", "submit a job spec", "ganforge submit presets/ring8.json --wait")
-    p.add_argument("spec", help="job spec JSON file")
+    p = client_parser("submit", "submit a job spec (a file, or a preset's name)", "ganforge submit ring8 --wait")
+    p.add_argument("spec", help="job spec JSON file, or a preset's name (`ganforge presets` lists them)")
     p.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     p.set_defaults(func=cmd_submit)
     p = client_parser("status", "show a job", "ganforge status 3f2a... --json")

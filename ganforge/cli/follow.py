@@ -15,8 +15,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def spec_for_submit(ref: str) -> dict[str, Any]:
-    """The spec document to POST: a spec file, checked here first (each field at fault named)."""
-    return read_spec(ref).model_dump(mode="json")
+    """The spec document to POST: a spec file or a preset's name, checked here first (each field
+    at fault named)."""
+    from ganforge.cli.presets import resolve
+
+    return read_spec(resolve(ref)).model_dump(mode="json")
 
 
 def detached(job_id: str) -> CLIError:

@@ -177,3 +177,13 @@ def test_logs_follow_ends_with_the_job(service, tmp_path):
     assert done.returncode == 0
     assert "running -> succeeded" in done.stdout.splitlines()[-1] or "succeeded" in done.stdout
     assert client.job(job["id"])["status"] == "succeeded"
+
+
+# ---- item 7: presets by name ---------------------------------------------------------------------
+def test_submit_a_preset_by_name(service, tmp_path):
+    done = cli("submit", "ring8", "--json", url=service)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = json.loads(done.stdout)
+    assert job["name"] == "ring" and job["progress"]["total"] == 3000
+    assert job["spec"]["description"].startswith("2-D ring of 8 Gaussians")
+    Client(service).cancel(job["id"])  # the point was the name; free the worker for the other tests

@@ -54,3 +54,29 @@ def test_train_into_an_empty_or_missing_folder_needs_no_flag(tmp_path):
     assert main(["train", str(_spec(tmp_path)), "--out", str(tmp_path / "empty"), "--quiet"]) == 0
     assert main(["train", str(_spec(tmp_path)), "--out", str(tmp_path / "new" / "run"), "--quiet"]) == 0
     assert _steps(tmp_path / "new" / "run") == [2, 4]
+
+
+# ---- presets by name -----------------------------------------------------------------------------
+def test_presets_lists_each_preset_on_one_line_with_its_description(capsys):
+    from ganforge.cli.presets import preset_paths
+
+    names = sorted(preset_paths())
+    assert {"ring8", "classic-mlp-mnist", "dcgan-mnist"} <= set(names)
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == names
+    assert all(len(line.split(None, 1)) == 2 for line in lines), lines  # every preset says what it is
+    assert main(["presets", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert [item["name"] for item in items] == names and all(item["description"] for item in items)
+
+
+def test_a_preset_name_works_where_a_spec_file_does(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the name, not a relative path, finds the preset
+    assert main(["validate", "ring8"]) == 0
+    assert "valid spec 'ring'" in capsys.readouterr().out
+    assert main(["train", "ring8", "--out", str(tmp_path / "run"), "--steps", "4", "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "spec.json").read_text())["train"]["steps"] == 4
+    assert main(["train", "ring9", "--out", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert "no such spec file and no preset of that name; did you mean `ring8`" in err
