@@ -13,8 +13,12 @@ from ganforge.cli import client_commands, presets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = local.CLIParser(prog="ganforge", description="GAN training: locally, or as a service")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = local.CLIParser(
+        prog="ganforge", description="GAN training: locally, or as a service. `ganforge COMMAND --help` says more.",
+        epilog="examples:\n  ganforge presets\n  ganforge train ring8 --out runs/ring8\n  ganforge up\n"
+               "  ganforge submit ring8 --wait\n  ganforge list --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     local.add_commands(sub)
     presets.add_commands(sub)

@@ -11,19 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+import re
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from gan_core import cli as local
-from gan_core.cli import CLIError
+from gan_core.cli import CLIError, add_command
 from ganforge.cli import follow
 from ganforge.cli.follow import TERMINAL, spec_for_submit, submit_and_wait
 from ganforge.client import APIError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def check_url(url: str | None) -> str:
@@ -195,13 +196,19 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``generate`` is local for a checkpoint file (gan_core's command) and remote for a job id."""
+    out = Path(args.out)
+    fmt = local.output_format(out)  # before the service does any work
     if Path(args.checkpoint).exists():
         return local.cmd_generate(args)
+    if not JOB_ID.fullmatch(args.checkpoint):
+        raise CLIError(f"{args.checkpoint}: no such checkpoint file (nor a job id: those are 32 hex digits)", 2)
     client = _client(args)
-    out = Path(args.out)
-    fmt = "npy" if out.suffix == ".npy" else "png"
     data = _call(client.generate, args.checkpoint, n=args.n, seed=args.seed, labels=local.parse_labels(args.labels),
-                 checkpoint=args.step, fmt=fmt)
+                 checkpoint=args.step, fmt="npy" if fmt == "npy" else "png")
+    if fmt == "jpeg":
+        from gan_core.images import png_to_jpeg  # numpy and pillow: only when a command needs them
+
+        data = png_to_jpeg(data)
     out.write_bytes(data)
     _out(args, {"file": str(out), "bytes": len(data)}, f"wrote {out}")
     return 0
@@ -217,9 +224,7 @@ def add_client_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     def client_parser(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                           epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
-        return add_client_options(p)
+        return add_client_options(add_command(sub, name, help, [example]))
 
     p = client_parser("submit", "submit a job spec (a file, or a preset's name)", "ganforge submit ring8 --wait")
     p.add_argument("spec", help="job spec JSON file, or a preset's name (`ganforge presets` lists them)")
@@ -256,6 +261,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_samples)
     # gan_core's `generate` (already on the parser) also takes a job id
     p = sub.choices["generate"]
+    for action in p._actions:
+        if action.dest == "checkpoint":
+            action.help = "a checkpoint or final generator file (.pt), or a job id (the service samples its generator)"
     p.add_argument("--url", help="with a job id: the service's root URL (default $GANFORGE_URL, else "
                                  f"{DEFAULT_URL})")
     p.add_argument("--step", type=int, help="with a job id: checkpoint step (default: the final generator)")

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gan_core.cli import CLIError
+from gan_core.cli import CLIError, add_command
 
 CHECKOUT_PRESETS = Path(__file__).resolve().parents[2] / "presets"
 
@@ -86,10 +86,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("presets", help="list the ready-made job specs, one line each",
-                       description="List the ready-made job specs. Any command that takes a spec file also takes "
-                       "a preset's name.", epilog="examples:\n  ganforge presets\n  ganforge train ring8 --out runs/ring8"
-                       "\n  ganforge submit classic-mlp-mnist --wait", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "presets", "list the ready-made job specs, one line each; any command that takes a spec file "
+                    "also takes a preset's name", ["ganforge presets", "ganforge train ring8 --out runs/ring8",
+                                                   "ganforge submit classic-mlp-mnist --wait"])
     p.add_argument("--json", action="store_true", help="JSON on stdout: name, description and file of each preset")
     p.set_defaults(func=cmd_presets)
     for name in ("train", "validate"):

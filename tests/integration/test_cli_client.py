@@ -169,6 +169,11 @@ def test_wait_reattaches_and_logs_show_the_events(service, tmp_path):
     done = cli("cancel", job["id"], url=service)
     assert done.returncode == 1 and "already ended (succeeded): there is nothing to cancel" in done.stderr
 
+    # The service's generator, as JPEG for a .jpg (not PNG bytes under a .jpg name).
+    done = cli("generate", job["id"], "--n", "16", "--out", str(tmp_path / "g.jpg"), url=service)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "g.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
 
 def test_logs_follow_ends_with_the_job(service, tmp_path):
     client = Client(service)
