@@ -192,3 +192,24 @@ def test_submit_a_preset_by_name(service, tmp_path):
     assert job["name"] == "ring" and job["progress"]["total"] == 3000
     assert job["spec"]["description"].startswith("2-D ring of 8 Gaussians")
     Client(service).cancel(job["id"])  # the point was the name; free the worker for the other tests
+
+
+# ---- item 9: the step shows while the job runs ------------------------------------------------------
+def test_the_step_shows_before_the_first_logged_metrics(service):
+    """LONG logs metrics only at its last step: the step must come from the worker's heartbeat."""
+    client = Client(service)
+    job = client.submit(LONG)
+    try:
+        _wait_status(client, job["id"], ("running",))
+        deadline = time.monotonic() + 20
+        seen = client.job(job["id"])
+        while seen["progress"]["step"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            seen = client.job(job["id"])
+        assert 0 < seen["progress"]["step"] < LONG["train"]["steps"]
+        assert seen["latest_metrics"] is None  # nothing logged yet: the step is the heartbeat's
+        done = cli("status", job["id"], "--json", url=service)
+        assert json.loads(done.stdout)["progress"]["step"] >= seen["progress"]["step"]
+    finally:
+        client.cancel(job["id"])
+        _wait_status(client, job["id"], ("cancelled",), timeout=60)

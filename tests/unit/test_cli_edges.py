@@ -185,3 +185,43 @@ def test_an_unknown_spec_field_suggests_the_known_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train.step: unknown field; did you mean 'steps'?" in err
     assert "sampel_every: unknown field; did you mean 'sample_every'?" in err
+
+
+# ---- the progress bar ----------------------------------------------------------------------------
+def _job(status: str, step: int, total: int = 100) -> dict:
+    return {"status": status, "progress": {"step": step, "total": total}, "latest_metrics": None}
+
+
+def test_the_bar_starts_with_the_job_and_stops_before_the_final_evaluation(capsys):
+    import time
+
+    from ganforge.cli.follow import Progress
+
+    progress = Progress(_job("queued", 0), show=True)
+    progress.update(_job("queued", 0))
+    assert progress.started_at is None  # time in the queue is not training time
+    progress.update(_job("running", 7))
+    assert progress.bar.n == 7  # the first step the service reports shows at once
+    progress.update(_job("running", 100))
+    assert progress.closed and progress.train_seconds is not None
+    trained = progress.train_seconds
+    time.sleep(0.5)  # the final evaluation: the bar's clock has stopped
+    progress.update(_job("running", 100))
+    progress.update(_job("succeeded", 100))
+    progress.close()
+    assert progress.train_seconds == trained < 0.5
+    assert "training done; final evaluation and uploads" in capsys.readouterr().err
+
+
+def test_the_summary_is_a_short_table_without_urls():
+    from ganforge.cli.follow import format_table, summary_rows
+
+    job = {"id": "a" * 32, "name": "ring", "status": "succeeded", "progress": {"step": 300, "total": 300},
+           "runtime_seconds": 12.5, "attempts": 1, "latest_metrics": {"steps_per_s": 41.2},
+           "evaluation": {"modes": 8, "hq_fraction": 0.91234, "per_mode": [1, 2]}}
+    samples = [{"step": 100, "url": "http://x/sig=SECRET"}, {"step": 300, "url": "http://x/sig=SECRET"}]
+    table = format_table(summary_rows(job, samples, {"url": "http://x/final?sig=SECRET"}))
+    assert "300 / 300 in 12.5 s (41.2 steps/s while training)" in table
+    assert "modes 8, hq_fraction 0.9123" in table and "per_mode" not in table
+    assert "SECRET" not in table and "http" not in table and "{" not in table
+    assert len(table.splitlines()) <= 8
