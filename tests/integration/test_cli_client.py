@@ -17,6 +17,7 @@ import pytest
 
 from ganforge.cli import main
 from ganforge.client import Client
+from tests.integration.test_cli_up import cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"name": "cli-tiny", "dataset": {"name": "ring8"}, "model": {"latent_dim": 2, "hidden_g": [32], "hidden_d": [32]},
@@ -25,14 +26,6 @@ TINY = {"name": "cli-tiny", "dataset": {"name": "ring8"}, "model": {"latent_dim"
 # Long enough to be caught running; one log line, one grid and one checkpoint, all at the end.
 LONG = {**TINY, "name": "cli-long", "train": {"steps": 200_000, "batch_size": 32}, "log_every": 200_000,
         "sample_every": 200_000, "checkpoint_every": 200_000, "eval": {"at_end": False}}
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GANFORGE_", "AWS_"))}
-    env["GANFORGE_DATA_DIR"] = str(ROOT.parent / "shared" / "datasets")
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def service(tmp_path_factory):
         port = s.getsockname()[1]
     log = home / "up.log"
     up = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "up", "--port", str(port), "--data-dir", str(home / "data")],
-                          env=_env(), cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+                          env=cli_env(), cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -66,7 +59,7 @@ def cli(*args: str, url: str | None = None, timeout: float = 120, **popen) -> su
     """`ganforge ARGS` in a process of its own, as a user's shell runs it."""
     argv = [sys.executable, "-m", "ganforge.cli", *args] + (["--url", url] if url else [])
     streams = popen or {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    return subprocess.run(argv, env=_env(), cwd=ROOT, text=True, timeout=timeout, **streams)
+    return subprocess.run(argv, env=cli_env(), cwd=ROOT, text=True, timeout=timeout, **streams)
 
 
 def _spec(tmp_path: Path, doc: dict) -> Path:
@@ -117,7 +110,7 @@ def test_list_json_into_a_closed_pipe_ends_quietly(service, tmp_path):
 
 def test_ctrl_c_while_following_leaves_the_job_running(service, tmp_path):
     argv = [sys.executable, "-m", "ganforge.cli", "submit", str(_spec(tmp_path, LONG)), "--wait", "--url", service]
-    proc = subprocess.Popen(argv, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline()
         assert first.startswith("submitted job "), first
