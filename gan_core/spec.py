@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Sequence, get_args
 
 from pydantic import (
     BaseModel,
@@ -315,6 +315,10 @@ class ResourcesSpec(_Strict):
 
 class JobSpec(_Strict):
     name: str = Field(..., min_length=1, max_length=120)
+    description: str | None = Field(
+        None, max_length=2000, description="free text: what this spec is for (its first line is the one-line summary "
+        "`ganforge presets` shows)",
+    )
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Loss = "bce"
@@ -428,8 +432,27 @@ def json_schema() -> dict[str, Any]:
     return JobSpec.model_json_schema()
 
 
-def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words."""
+def _fields_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
+    """The field names of the sub-model at ``path`` inside ``model`` ([] where there is none)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        candidates = [field.annotation, *get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def error_details(exc: ValidationError, model: type[BaseModel] | None = None) -> list[dict[str, str]]:
+    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words; an
+    unknown field of ``model`` (JobSpec's errors by default) names the closest known one."""
+    import difflib
+
+    if model is None and exc.title == JobSpec.__name__:
+        model = JobSpec
     details = []
     for err in exc.errors(include_url=False):
         # An empty key (``{"": 1}``) is still named: a field path never has an empty part.
@@ -437,6 +460,11 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
         problem = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             problem = "unknown field"
+            raw = err.get("loc", ())
+            known = _fields_at(model, raw[:-1]) if model is not None and raw else []
+            close = difflib.get_close_matches(str(raw[-1]), known, n=1, cutoff=0.6) if known else []
+            if close:
+                problem += f"; did you mean '{close[0]}'?"
         named = _FIELD_PREFIX.match(problem) if err.get("type") == "value_error" else None
         if named:  # a cross-field check names its field in the message
             loc.append(named.group(1))

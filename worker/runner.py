@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -65,6 +65,9 @@ class JobReporter(Callbacks):
         self._runtime_before = runtime_before
         self._started: float | None = None  # the clock runs while the loop trains (start_clock)
         self._last_beat = time.monotonic()
+        # The trainer's step, read by each heartbeat: progress shows every second, not only at
+        # log_every (runner sets it once the trainer exists).
+        self.current_step: Callable[[], int] | None = None
 
     def start_clock(self) -> None:
         if self._started is None:
@@ -79,7 +82,8 @@ class JobReporter(Callbacks):
 
     def beat(self) -> None:
         self.cancel_requested = with_db_retry(lambda: lifecycle.heartbeat(
-            self.services.db, self.claim.job_id, self.claim.token, self.lease, runtime_seconds=self.runtime()),
+            self.services.db, self.claim.job_id, self.claim.token, self.lease,
+            step=self.current_step() if self.current_step is not None else None, runtime_seconds=self.runtime()),
             self.lease)
         self._last_beat = time.monotonic()
 
@@ -264,6 +268,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
 
             resume_bytes, lr_scale = parallel.share(resume_point)
             trainer = _trainer(spec, data_config, reporter, resume_bytes, lr_scale, trainer, parallel)
+            reporter.current_step = lambda trainer=trainer: trainer.state.step
             if resume_bytes is not None:
                 log.info("job %s resumes from step %d", job_id, trainer.state.step)
             try:
