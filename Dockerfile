@@ -19,7 +19,7 @@ COPY presets presets
 # A real install, as `pip install 'ganforge[service]'` gives a user (code, migrations and presets in
 # site-packages; versions from constraints.txt, torch 2.13.0+cpu / +cuXXX both match its pin), then
 # the sources go: nothing runs from a checkout.
-RUN pip install -c constraints.txt "./[service]" && rm -rf /src
+RUN pip install -c constraints.txt ".[service]" && rm -rf /src
 WORKDIR /app
 RUN useradd --create-home ganforge
 USER ganforge
