@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal
 from api.errors import APIError, invalid, not_found
-from api.jobs import _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
+from api.jobs import _check_upload, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
 from api.limits import check_submission
 from api.schemas import _Out, decode_cursor, encode_cursor, iso
 from api.state import services
@@ -150,6 +150,8 @@ def submit_sweep():
     except datasets.DatasetSourceError as exc:
         raise invalid("base.dataset.path", str(exc), code="invalid_sweep") from None
     who = principal()
+    for job_spec in {datasets.upload_id(job_spec): job_spec for job_spec in checked}.values():
+        _check_upload(job_spec, who.tenant, "base.dataset.upload_id", "invalid_sweep")
     body_hash = None
     if key is not None:
         body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

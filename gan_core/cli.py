@@ -88,6 +88,32 @@ def data_config_from_env(env: Mapping[str, str] | None = None, **overrides: Any)
 class RunDirectory:
     """The files of a local run: metrics.jsonl, samples/, checkpoints/, final/, evaluation.json."""
 
+    # Everything a run writes (what --overwrite removes; nothing else in the folder is touched).
+    OUTPUTS = ("samples", "checkpoints", "final", "metrics.jsonl", "evaluations.jsonl", "evaluation.json",
+               "spec.json", "loss_plot.png", "interpolation.png")
+
+    @classmethod
+    def check_fresh(cls, root: Path, resume: bool, overwrite: bool) -> None:
+        """A new run (no --resume) starts in an empty folder, or --overwrite removes the last
+        run's files first: two runs' metrics, grids and checkpoints never mix."""
+        import shutil
+
+        if resume and overwrite:
+            raise CLIError("--resume continues the run in --out, --overwrite replaces it: pick one", 2)
+        if resume or not root.is_dir() or not any(root.iterdir()):
+            if root.exists() and not root.is_dir():
+                raise CLIError(f"--out {root}: exists and is not a folder", 2)
+            return
+        if not overwrite:
+            raise CLIError(f"--out {root} is not empty: add --resume to continue the run in it, --overwrite to "
+                           "replace it, or choose a new folder", 2)
+        for name in cls.OUTPUTS:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
     def __init__(self, root: Path):
         self.root = root
         self.samples = root / "samples"
@@ -129,7 +155,8 @@ def _launch_train(args: argparse.Namespace) -> int:
     for flag, value in (("--steps", args.steps), ("--data-dir", args.data_dir), ("--device", args.device)):
         if value is not None:
             forwarded += [flag, str(value)]
-    forwarded += [flag for flag, on in (("--resume", args.resume), ("--quiet", args.quiet)) if on]
+    forwarded += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                        ("--quiet", args.quiet)) if on]
     argv = torchrun_argv(args.devices, "gan_core.cli", ["train", *forwarded], nnodes=args.nnodes,
                          rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, shutdown_timeout=30)
     stop_file = Path(tempfile.gettempdir()) / f"ganforge-stop-{os.getpid()}"
@@ -166,6 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.devices < 1 or args.nnodes < 1:
             raise CLIError("--devices and --nnodes must be at least 1", 2)
         read_spec(args.spec, args.steps, args.devices)  # a bad spec fails here, once
+        RunDirectory.check_fresh(Path(args.out), args.resume, args.overwrite)  # and a used --out
         return _launch_train(args)
     if not distributed.launched():
         return _train_here(args, distributed.SINGLE, args.device)
@@ -193,6 +221,8 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     spec = read_spec(args.spec, args.steps, getattr(args, "devices", 1))
     if spec.train.batch_size % parallel.world_size:
         raise CLIError(f"train.batch_size {spec.train.batch_size} does not split over {parallel.world_size} ranks", 2)
+    if main:
+        RunDirectory.check_fresh(Path(args.out), args.resume, args.overwrite)
     run = RunDirectory(Path(args.out)) if main else None
 
     def load_resume() -> bytes | None:
@@ -387,6 +417,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out holds an earlier run: delete its files first (without --resume or --overwrite, "
+                   "a non-empty --out is refused)")
     p.add_argument("--data-dir", help="folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the spec's device")
     p.add_argument("--devices", type=int, default=1,

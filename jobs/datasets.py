@@ -13,6 +13,9 @@
   trusted user on their own machine; production refuses to turn it on). ``file://`` and every
   other scheme are refused.
 
+``dataset.upload_id`` names an archive the tenant uploaded (POST /v1/datasets): checked at submit
+(``check_upload``), found by the worker (``upload_location``), kept while a job uses it.
+
 Downloads stop at GANFORGE_MAX_DATASET_BYTES. The API checks a submitted URI (422 naming
 ``dataset.path``); the worker checks it again before fetching (settings may have changed, DNS
 may answer differently) and hands gan_core a local copy, which ``np.load(allow_pickle=False)``
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -36,8 +40,12 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from gan_core.data import DataError
 from gan_core.spec import JobSpec
+from jobs.models import Dataset, Job, Sweep
 from jobs.settings import Settings
 
 MAX_URI = 2048
@@ -277,3 +285,75 @@ def _fetch_https(source: Source, limit: int, out, timeout: float = 60.0) -> None
         raise DatasetSourceError(f"could not download the dataset from {source.host}: connection failed") from None
     finally:
         connection.close()
+
+
+# ---- uploads (POST /v1/datasets) ---------------------------------------------------------------
+class UploadNotFound(DatasetSourceError):
+    """The spec names an upload this tenant does not have (never uploaded, deleted, or another
+    tenant's: the same answer for all three)."""
+
+
+class DatasetInUse(DatasetSourceError):
+    """A queued or running job (or a sweep that may still queue one) uses the upload."""
+
+
+def upload_id(spec: JobSpec) -> str | None:
+    """The uploaded dataset ``spec`` trains on (``dataset.upload_id``), if any."""
+    return getattr(spec.dataset, "upload_id", None)
+
+
+def _owned(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant == tenant_id))
+
+
+def check_upload(session: Session, tenant_id: str, spec: JobSpec) -> None:
+    """At submit: the spec's upload, if it names one, is the tenant's own (UploadNotFound else)."""
+    wanted = upload_id(spec)
+    if wanted is not None and _owned(session, tenant_id, wanted) is None:
+        raise UploadNotFound(f"no uploaded dataset {wanted} (see GET /v1/datasets)")
+
+
+def upload_location(session: Session, tenant_id: str, dataset_id: str) -> tuple[str, str]:
+    """(storage key, sha256) of the tenant's uploaded archive, for the worker to fetch and check;
+    UploadNotFound if the tenant has no such upload."""
+    found = _owned(session, tenant_id, dataset_id)
+    if found is None:
+        raise UploadNotFound(f"no uploaded dataset {dataset_id} for this job's tenant")
+    return found.storage_key, found.sha256
+
+
+def in_use(session: Session, dataset: Dataset) -> str | None:
+    """Why ``dataset`` may not be deleted now (None: it may)."""
+    jobs = session.scalars(select(Job.id).where(Job.dataset_id == dataset.id, Job.status.in_(("queued", "running")))
+                           .order_by(Job.created_at).limit(5)).all()
+    if jobs:
+        return f"used by queued or running jobs: {', '.join(jobs)}"
+    # A live sweep queues trials later; its base (or its space) names the upload. The id is 32 hex
+    # digits, so finding it in the spec's JSON is finding it named.
+    sweeps = session.scalars(select(Sweep).where(Sweep.tenant == dataset.tenant,
+                                                 Sweep.status.in_(("queued", "running")))).all()
+    users = [sweep.id for sweep in sweeps if dataset.id in json.dumps(sweep.spec)]
+    if users:
+        return f"named by sweeps that may still queue trials: {', '.join(users[:5])}"
+    return None
+
+
+def delete_upload(session: Session, dataset_id: str, tenant_id: str | None) -> str:
+    """Delete the row of an upload (any tenant's when ``tenant_id`` is None) and return its
+    storage key, for the caller to remove once this unit of work is committed. UploadNotFound,
+    or DatasetInUse while a job may still read it.
+
+    The row is locked first (PostgreSQL): a job inserted meanwhile holds a key-share lock on it
+    through its foreign key, so either that job is committed and seen here, or it waits and then
+    fails its foreign key (the API answers that submit with a 422)."""
+    stmt = select(Dataset).where(Dataset.id == dataset_id)
+    if tenant_id is not None:
+        stmt = stmt.where(Dataset.tenant == tenant_id)
+    found = session.scalar(stmt.with_for_update())
+    if found is None:
+        raise UploadNotFound(f"no uploaded dataset {dataset_id}")
+    reason = in_use(session, found)
+    if reason is not None:
+        raise DatasetInUse(f"dataset {dataset_id} is {reason}; cancel them or wait for them to finish")
+    session.delete(found)
+    return found.storage_key

@@ -117,6 +117,7 @@ def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue:
         enqueued_at=utcnow(),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        dataset_id=getattr(spec.dataset, "upload_id", None),  # an uploaded archive (jobs/datasets.py)
     )
     session.add(job)
     session.flush()

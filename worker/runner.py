@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from gan_core import checkpoint as ckpt
 from gan_core import distributed, images
@@ -132,22 +133,24 @@ class JobReporter(Callbacks):
             thread.join()
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)))
+
+
+def _log_retry(what: str, job_id: str | None = None):
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, state.upcoming_sleep,
+                    extra={"job_id": job_id} if job_id else None)
+    return before_sleep
+
+
 def with_db_retry(call, budget_seconds: float):
     """Run ``call``; while the database connection fails, retry with backoff for up to
     ``budget_seconds`` (a restarted database, a dropped connection). LeaseLost is not retried."""
-    deadline = time.monotonic() + budget_seconds
-    delay = 0.2
-    while True:
-        try:
-            return call()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated and not isinstance(exc, (OperationalError, InterfaceError)):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("database unreachable (%s); retrying in %.1f s", type(exc).__name__, delay)
-            time.sleep(delay)
-            delay = min(5.0, delay * 2)
+    return Retrying(retry=retry_if_exception(_connection_lost), stop=stop_before_delay(budget_seconds),
+                    wait=wait_exponential(multiplier=0.2, max=5.0), reraise=True,
+                    before_sleep=_log_retry("database unreachable"))(call)
 
 
 def prune_checkpoints(services: Services, claim: Claim, spec: JobSpec) -> None:
@@ -171,19 +174,12 @@ def latest_checkpoint(services: Services, job_id: str, patience_seconds: float =
     artifact = lifecycle.latest_artifact(services.db, job_id, "checkpoint")
     if artifact is None:
         return None
-    deadline, delay = time.monotonic() + patience_seconds, BACKOFF_START
-    while True:
-        try:
-            data = services.storage.get(artifact.key)
-            break
-        except ObjectNotFound:
-            raise
-        except StorageError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("cannot fetch %s (%s); retrying in %.1f s", artifact.key, exc, delay, extra={"job_id": job_id})
-            time.sleep(delay)
-            delay = min(BACKOFF_MAX, delay * 2)
+    # ObjectNotFound is a StorageError too, but waiting will not make a missing object appear.
+    fetch = Retrying(retry=retry_if_exception(lambda exc: isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound)),
+                     stop=stop_before_delay(patience_seconds), reraise=True,
+                     wait=wait_exponential(multiplier=BACKOFF_START, max=BACKOFF_MAX),
+                     before_sleep=_log_retry(f"cannot fetch {artifact.key}", job_id))
+    data = fetch(services.storage.get, artifact.key)
     return ckpt.load(data, expect=ckpt.TRAINING_FORMAT)
 
 

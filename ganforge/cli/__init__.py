@@ -10,7 +10,7 @@ from typing import Sequence
 
 from gan_core import cli as local
 from ganforge import __version__
-from ganforge.cli import client_commands, serve, sweeps
+from ganforge.cli import client_commands, datasets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(sub)
     client_commands.add_commands(sub)
     sweeps.add_commands(sub)
+    datasets.add_commands(sub)
     return parser
 
 

@@ -8,10 +8,12 @@ load SQLAlchemy, Celery, Flask and alembic first.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -161,6 +163,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.logs import configure_logging
     from jobs.broker import make_celery
 
+    if os.environ.get("GANFORGE_UP_PID") == str(os.getppid()):
+        from gan_core.launch import die_with_parent
+
+        die_with_parent(signal.SIGTERM)  # started by `ganforge up`: drain when it dies, however it dies
     devices, queues = _worker_queues(args)
     # What this worker can run, for the task and for its announcements (waiting reasons).
     os.environ["GANFORGE_WORKER_DEVICES"] = str(devices)
@@ -176,16 +182,52 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_embedded(host: str, port: int, ready_file: str | None = None):
-    """The API on a thread of this process (werkzeug, threaded); returns the server."""
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, or a CLIError saying why not (werkzeug would print and exit)."""
+    from werkzeug.serving import get_sockaddr, select_address_family
+
+    family = select_address_family(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name == "posix":  # as socketserver does: a restart may reuse a port in TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(get_sockaddr(host, port, family))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        reason = {errno.EADDRINUSE: "the port is already in use (another `ganforge up`?)",
+                  errno.EACCES: "permission denied (ports below 1024 need privileges)",
+                  errno.EADDRNOTAVAIL: "this machine has no such address"}.get(exc.errno, exc.strerror or str(exc))
+        raise CLIError(f"cannot listen on {host}:{port}: {reason}; choose another with --port", 1) from None
+    return sock
+
+
+def _bind_embedded(host: str, port: int):
+    """The API's server (werkzeug, threaded) on a bound socket, not serving yet: ``up`` binds
+    before it starts a worker, so a port already taken ends it with nothing left behind."""
     from werkzeug.serving import make_server
 
     from api import create_app
     from api.logging import queryless_request_handler
 
-    server = make_server(host, port, create_app(), threaded=True, request_handler=queryless_request_handler())
-    thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
-    thread.start()
+    sock = _listen(host, port)
+    try:
+        server = make_server(host, sock.getsockname()[1], create_app(), threaded=True,
+                             request_handler=queryless_request_handler(), fd=sock.fileno())
+    finally:
+        sock.close()  # werkzeug holds its own duplicate of the descriptor
+    server.server_port = server.socket.getsockname()[1]  # set by server_bind, which a given fd skips
+    return server
+
+
+def _start_serving(server) -> None:
+    threading.Thread(target=server.serve_forever, name="api", daemon=True).start()
+
+
+def _serve_embedded(host: str, port: int):
+    """The API on a thread of this process; returns the server."""
+    server = _bind_embedded(host, port)
+    _start_serving(server)
     return server
 
 
@@ -235,11 +277,26 @@ def _spawn_worker(env: dict[str, str], queues: str | None, devices: int | None, 
     argv = [sys.executable, "-m", "ganforge.cli", "worker"]
     argv += ["--queues", queues] if queues else []
     argv += ["--devices", str(devices)] if devices is not None else []
-    return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own session: a Ctrl-C in the terminal reaches `up` alone, which then drains the worker
+    # (SIGTERM) instead of both racing. GANFORGE_UP_PID makes the worker follow `up` if `up` is killed.
+    env = {**env, "GANFORGE_UP_PID": str(os.getpid())}
+    try:
+        return subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        handle.close()
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Everything on this machine: database, store and broker in one folder, the API, a worker."""
+    """Everything on this machine: database, store and broker in one folder, the API, a worker.
+
+    The API socket is bound before the worker starts (a taken port leaves nothing running), and
+    every way out (the job ended, Ctrl-C, SIGTERM, SIGHUP, an error) stops the worker: SIGTERM
+    (it drains: the running job checkpoints and is requeued), then SIGKILL after a grace period
+    or at a second signal. If `up` itself is killed, the worker gets SIGTERM from the kernel.
+    """
     if args.data_dir:
         os.environ["GANFORGE_HOME"] = str(Path(args.data_dir).resolve())
     os.environ.setdefault("GANFORGE_MODE", "embedded")
@@ -251,32 +308,53 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_json, stream=(settings.data_dir / "api.log").open("a"))
     upgrade(settings.database_url)
+    server = _bind_embedded(args.host, args.port)
+    worker: subprocess.Popen | None = None
+    stopping = {"now": False}
 
-    def on_sigterm(signum, frame):  # stop like Ctrl-C, so the worker below is stopped too
+    def on_signal(signum, frame):
+        # The first one unwinds to the `finally` below, like Ctrl-C; one arriving while stopping
+        # (a second Ctrl-C) cuts the worker's grace period short.
+        if stopping["now"]:
+            if worker is not None and worker.poll() is None:
+                worker.kill()
+            return
+        stopping["now"] = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    worker = _spawn_worker(dict(os.environ), args.queues, args.devices, settings.data_dir / "worker.log")
-    server = _serve_embedded(args.host, args.port)
-    url = f"http://{args.host}:{server.server_port}"
-    print(f"ganforge is up at {url} (data in {settings.data_dir}; worker log {settings.data_dir / 'worker.log'})", flush=True)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     code = 0
+    serving = False
     try:
+        worker = _spawn_worker(dict(os.environ), args.queues, args.devices, settings.data_dir / "worker.log")
+        _start_serving(server)
+        serving = True
+        url = f"http://{args.host}:{server.server_port}"
+        print(f"ganforge is up at {url} (data in {settings.data_dir}; worker log {settings.data_dir / 'worker.log'}; "
+              "Ctrl-C stops both)", flush=True)
         if args.submit:
             def worker_alive() -> None:
                 if worker.poll() is not None:
                     raise CLIError(f"the worker exited (code {worker.returncode}); see {settings.data_dir / 'worker.log'}")
 
             code = submit_and_wait(Client(url), args.submit, show_progress=True, json_out=False,
-                                    fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive)
+                                   fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive)
             if args.exit_when_done:
                 return code
-        signal.pause()
+        while True:
+            signal.pause()
     except KeyboardInterrupt:
         code = 130
     finally:
-        server.shutdown()
-        _stop(worker)
+        stopping["now"] = True
+        if worker is not None:
+            print("stopping the worker (the running job, if any, checkpoints and is requeued)...",
+                  file=sys.stderr, flush=True)
+            _stop(worker)
+        if serving:
+            server.shutdown()
+        server.server_close()
     return code
 
 
