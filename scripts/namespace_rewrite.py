@@ -39,7 +39,7 @@ NAMESPACE = "ganforge"
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", "runs", "dist", "build", ".mypy_cache",
              ".pytest_cache", ".ruff_cache", "vendor"}
 TEXT_SUFFIXES = {".md", ".toml", ".ini", ".cfg", ".sh", ".yml", ".yaml", ".mako"}
-TEXT_NAMES = {"Dockerfile", "env", "main", "setup", "setup-system", "test", "run", "vendor-js"}
+TEXT_NAMES = {"Dockerfile"}  # and every extensionless file starting with #! (scripts/*, .ci/run)
 GUARD_MARK = "# namespace guard"
 # This script and its test hold the old names on purpose.
 SKIP_FILES = {"namespace_rewrite.py", "test_namespace_rewrite.py"}
@@ -208,6 +208,13 @@ def link(root: Path, package: str) -> bool:
     return True
 
 
+def _is_script(path: Path) -> bool:
+    if path.suffix:
+        return False
+    with path.open("rb") as handle:
+        return handle.read(2) == b"#!"
+
+
 def files(root: Path):
     stack = [root]
     while stack:
@@ -234,7 +241,7 @@ def run(root: Path, check: bool) -> int:
         elif path.name == "pyproject.toml":
             old = path.read_text()
             new = rewrite_pyproject(rewrite_text(old, pattern))
-        elif path.suffix in TEXT_SUFFIXES or (path.suffix == "" and path.name in TEXT_NAMES):
+        elif path.suffix in TEXT_SUFFIXES or path.name in TEXT_NAMES or _is_script(path):
             try:
                 old = path.read_text()
             except UnicodeDecodeError:

@@ -82,6 +82,8 @@ def make_tree(root: Path) -> None:
     (root / "tests" / "test_x.py").write_text(SOURCE)
     (root / "pyproject.toml").write_text(PYPROJECT)
     (root / "README.md").write_text("The lifecycle (`jobs.lifecycle.submit`) lives in jobs/lifecycle.py.\n")
+    (root / "scripts").mkdir()
+    (root / "scripts" / "serve").write_text('#!/bin/sh\npython -c "from api.openapi import x" && celery -A worker.tasks\n')
 
 
 def run(root: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -96,6 +98,8 @@ def test_the_rewrite_on_a_tree_and_its_idempotence(tmp_path):
     assert (tmp_path / "tests" / "test_x.py").read_text() == EXPECTED
     assert (tmp_path / "README.md").read_text() == \
         "The lifecycle (`ganforge.jobs.lifecycle.submit`) lives in jobs/lifecycle.py.\n"
+    assert (tmp_path / "scripts" / "serve").read_text() == \
+        '#!/bin/sh\npython -c "from ganforge.api.openapi import x" && celery -A ganforge.worker.tasks\n'
     pyproject = (tmp_path / "pyproject.toml").read_text()
     assert '"ganforge.api", "ganforge.jobs", "ganforge.jobs.sub", "ganforge.worker",' in pyproject
     for package in ("api", "jobs", "worker"):
