@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -65,7 +66,12 @@ def installed(tmp_path_factory) -> Path:
     """A fresh venv holding only the built wheel (plus the running environment's dependencies)."""
     work = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # From a copy: setuptools reuses the source tree's build/ folder, whose leftovers (a module since
+    # moved or renamed) would end up in the wheel.
+    source = work / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs", ".cache", "tests", "bench"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                             "--no-index", "-q", "-w", str(work / "dist")], env=env, capture_output=True, text=True,
                            timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
