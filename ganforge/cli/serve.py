@@ -30,7 +30,7 @@ from ganforge.client import Client
 # tests/unit/test_cli_extras.py checks that every [service] requirement is here.
 SERVICE_MODULES = frozenset({
     "pydantic_settings", "celery", "kombu", "redis", "sqlalchemy", "alembic", "flask", "werkzeug", "jinja2",
-    "boto3", "botocore", "psycopg", "gunicorn", "orjson", "optuna",
+    "boto3", "botocore", "psycopg", "gunicorn", "orjson", "optuna", "tenacity", "cachetools", "flask_swagger_ui",
 })
 SERVICE_HINT = "pip install 'ganforge[service]'"
 

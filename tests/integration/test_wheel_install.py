@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -65,7 +66,12 @@ def installed(tmp_path_factory) -> Path:
     """A fresh venv holding only the built wheel (plus the running environment's dependencies)."""
     work = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # From a copy: setuptools reuses the source tree's build/ folder, whose leftovers (a module since
+    # moved or renamed) would end up in the wheel.
+    source = work / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs", ".cache", "tests", "bench"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                             "--no-index", "-q", "-w", str(work / "dist")], env=env, capture_output=True, text=True,
                            timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -102,6 +108,8 @@ def test_the_wheel_holds_every_module_and_the_data_it_reads(installed, tmp_path)
         "for m in mods: importlib.import_module(m)\n"
         "print(json.dumps({'file': ganforge.__file__, 'modules': len(mods), 'version': ganforge.__version__,\n"
         "                  'metadata_version': md.version('ganforge'),\n"
+        "                  'top': sorted({f.parts[0] for f in md.files('ganforge') if f.parts[0] != '..'\n"
+        "                                 and not f.parts[0].endswith('.dist-info')}),\n"
         "                  'migrations': str(resources.migrations_dir()), 'presets': resources.preset_names()}))\n"
     )
     out = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, env=env,
@@ -111,6 +119,9 @@ def test_the_wheel_holds_every_module_and_the_data_it_reads(installed, tmp_path)
     site = str(installed)
     assert found["file"].startswith(site) and found["migrations"].startswith(site)  # not the checkout's
     assert found["modules"] > 50
+    # What it claims in site-packages: exactly the top-level names of pyproject's packages (with
+    # scripts/namespace_rewrite.py applied, only ganforge and gan_core: no generic `api` or `jobs`).
+    assert found["top"] == sorted({name.split(".")[0] for name in PYPROJECT["tool"]["setuptools"]["packages"]})
     assert found["version"] == ganforge.__version__ == found["metadata_version"]  # one source
     assert sorted(found["presets"]) == sorted(p.stem for p in (ROOT / "presets").glob("*.json"))
     version = subprocess.run([str(installed / "bin" / "ganforge"), "--version"], env=env, capture_output=True,
@@ -140,6 +151,11 @@ def test_ganforge_up_from_the_wheel_trains_a_job_outside_the_checkout(installed,
                 time.sleep(0.5)
         # The presets it ships, every one of them (a wheel without presets/ lists none).
         assert sorted(p["name"] for p in presets) == sorted(p.stem for p in (ROOT / "presets").glob("*.json"))
+        # The dashboard's templates and static files (package data of the API) came along too.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.status == 200 and "dashboard.js" in response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/dashboard.js", timeout=10) as response:
+            assert response.status == 200
         run = subprocess.run([ganforge, "submit", "tiny.json", "--wait", "--url", f"http://127.0.0.1:{port}"],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stdout + run.stderr + log.read_text()
