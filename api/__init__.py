@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json = OrjsonProvider(app)  # keeps fields in the order the schemas write them, compact
     app.extensions[SERVICES] = services
     app.extensions[SIGNER] = URLSigner(secret)
-    app.extensions[FINISHED_VIEWS] = FinishedViews(settings.finished_view_cache)
+    app.extensions[FINISHED_VIEWS] = FinishedViews(settings.finished_view_cache, settings.finished_view_seconds)
     runtime = GenerationRuntime()
     app.extensions[GENERATION] = runtime
 

@@ -9,11 +9,17 @@ ended (scripts, dashboards left open) then cost no database round trip.
 
 Bounded (least recently used out); the tenant is kept with each view so another tenant's job stays
 "not found". Views of live jobs are never kept.
+
+One part of a finished job does change: its owner's labels (tags, notes: PATCH /v1/jobs/{id}).
+The process that takes the PATCH drops its copy at once; every other process serves a view for at
+most ``max_age`` seconds (GANFORGE_FINISHED_VIEW_SECONDS) before reading it again, which bounds
+how long an edit may take to show there.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -21,9 +27,11 @@ from jobs.models import TERMINAL
 
 
 class FinishedViews:
-    def __init__(self, max_entries: int = 2048):
+    def __init__(self, max_entries: int = 2048, max_age: float = 5.0, clock=time.monotonic):
         self.max_entries = max_entries
-        self._views: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
+        self.max_age = max_age
+        self._clock = clock
+        self._views: OrderedDict[str, tuple[str | None, dict[str, Any], float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, job_id: str, tenant: str, is_admin: bool) -> dict[str, Any] | None:
@@ -31,8 +39,11 @@ class FinishedViews:
             entry = self._views.get(job_id)
             if entry is None:
                 return None
+            if self._clock() - entry[2] > self.max_age:  # its labels may have changed since
+                del self._views[job_id]
+                return None
             self._views.move_to_end(job_id)
-        owner, view = entry
+        owner, view, _ = entry
         # A view read by an admin (owner None: tenant unknown) is only served to admins.
         return view if is_admin or (owner is not None and owner == tenant) else None
 
@@ -41,10 +52,14 @@ class FinishedViews:
         if view.get("status") not in TERMINAL or self.max_entries <= 0:
             return
         with self._lock:
-            self._views[job_id] = (owner, view)
+            self._views[job_id] = (owner, view, self._clock())
             self._views.move_to_end(job_id)
             while len(self._views) > self.max_entries:
                 self._views.popitem(last=False)
+
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            self._views.pop(job_id, None)
 
     def __len__(self) -> int:
         return len(self._views)

@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from api.validation import allow_query
+
 log = logging.getLogger(__name__)
 
 bp = Blueprint("presets", __name__, url_prefix="/v1/presets")
@@ -36,5 +38,6 @@ def load_presets(directory: Path = PRESETS_DIR) -> list[dict[str, Any]]:
 
 @bp.get("")
 def list_presets():
+    allow_query(())
     # Read on each request: a handful of small files, and an edited preset shows up at once.
     return jsonify({"items": load_presets()})
