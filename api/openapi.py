@@ -140,6 +140,12 @@ def build_spec() -> dict[str, Any]:
                       {"200": {"description": "logs by attempt (step)", "content": _json(ref(s.ArtifactList))}},
                       (*auth_errs, 404, 503), params=job, op_id="jobLogs"),
         },
+        "/v1/jobs/{job_id}/bundle": {
+            "get": op("The whole job as one zip (streamed): job.json, spec.json, metrics.csv and .jsonl, sample "
+                      "grids, the final generator, evaluation reports",
+                      {"200": {"description": "a zip archive", "content": {"application/zip": binary}}},
+                      (*auth_errs, 404, 422), params=job, op_id="jobBundle"),
+        },
         "/v1/jobs/{job_id}/generate": {
             "post": op("Generate samples from a checkpoint",
                        {"200": {"description": "a PNG grid or a .npy float32 array",

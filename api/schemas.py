@@ -201,7 +201,28 @@ class JobSubmission(JobLabels, JobSpec):
 # ---- responses (the contract: api/openapi.py publishes these; tests check the views follow them) --
 class _Out(BaseModel):
     # Closed objects: a field the schema does not name is a contract violation the fuzz tests catch.
+    # (ganforge.client parses answers with extra="ignore": a newer server's fields do not break it.)
     model_config = ConfigDict(extra="forbid")
+
+    # Read access by the JSON names too (job["progress"]["step"], job.get("error")), for code
+    # written against the client when it returned plain dicts.
+    def __getitem__(self, key: str) -> Any:
+        for name, field in type(self).model_fields.items():
+            if key == name or key == field.alias:
+                return getattr(self, name)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return [field.alias or name for name, field in type(self).model_fields.items()]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
 
 
 class Progress(_Out):

@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from gan_core import cli as local
-from ganforge.cli import client_commands, serve, sweeps
+from ganforge.cli import client_commands, download, export, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(sub)
     client_commands.add_commands(sub)
     sweeps.add_commands(sub)
+    download.add_commands(sub)
+    export.add_commands(sub)
     return parser
 
 

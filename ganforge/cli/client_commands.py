@@ -10,7 +10,7 @@ from typing import Any
 from gan_core import cli as local
 from gan_core.cli import CLIError, read_spec
 from ganforge.cli.follow import submit_and_wait
-from ganforge.client import APIError, Client
+from ganforge.client import APIError, Client, jsonable
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -18,7 +18,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2) if args.json else text)
+    print(json.dumps(data, indent=2, default=jsonable) if args.json else text)
 
 
 def _call(fn, *a, **k):
@@ -52,7 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    page = _call(_client(args).jobs, status=args.status, limit=args.limit, cursor=args.cursor)
+    page = _call(_client(args).job_page, status=args.status, limit=args.limit, cursor=args.cursor)
     lines = [f"{j['id']}  {j['status']:9s} {j['progress']['step']:>7d}/{j['progress']['total']:<7d} {j['name']}" for j in page["items"]]
     if page.get("next_cursor"):
         lines.append(f"(more: --cursor {page['next_cursor']})")
@@ -94,13 +94,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_client_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--url and --json, which every command that talks to the service takes."""
+    p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
+                                 "the API key comes from $GANFORGE_API_KEY")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     def client_parser(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+        return add_client_options(sub.add_parser(name, help=help))
 
     p = client_parser("submit", "submit a job spec")
     p.add_argument("spec")

@@ -20,7 +20,7 @@ from api.schemas import GenerateRequest
 from gan_core.spec import JobSpec, error_details
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATIONS = 21
+OPERATIONS = 22
 
 
 def test_openapi_is_valid_3_1_and_comes_from_the_models(api):

@@ -52,3 +52,28 @@ def test_tags_shown_and_the_list_filtered_by_name_and_tag(page, service, artifac
     page.wait_for_selector("#jobs-error:not([hidden])")
     assert "tag" in page.inner_text("#jobs-error")
     assert page.js_errors == []
+
+
+def test_the_job_page_shows_the_labels_and_downloads_the_bundle(page, service, tmp_path):
+    import io
+    import zipfile
+
+    from ganforge.client import Client
+
+    client = Client(service)
+    job = client.submit({**RING, "name": "bundle me", "tags": ["zip"], "notes": "a note\non two lines"})
+    client.wait(job, timeout=120)
+    page.goto(f"{service}/jobs/{job.id}")
+    page.wait_for_selector("#job-view:not([hidden])")
+    assert page.inner_text("#job-tags") == "zip" and page.inner_text("#job-notes") == "a note\non two lines"
+    with page.expect_download() as download:
+        page.click("#download-bundle")
+    assert download.value.suggested_filename == f"bundle-me-{job.id[:8]}.zip"
+    path = tmp_path / "bundle.zip"
+    download.value.save_as(path)
+    names = zipfile.ZipFile(io.BytesIO(path.read_bytes())).namelist()
+    assert names[:4] == ["job.json", "spec.json", "metrics.csv", "metrics.jsonl"] and "generator.pt" in names
+    assert page.is_hidden("#job-error") and page.js_errors == []
+    page.click("#job-tags a.tag")  # a tag leads to the jobs that have it
+    page.wait_for_selector(f"#jobs-body tr[data-job-id='{job.id}']")
+    assert page.input_value("#tag-filter") == "zip"
