@@ -22,7 +22,7 @@ from api.jobs import _check_upload, _idempotency_conflict, _idempotency_key, _in
 from api.limits import check_submission
 from api.schemas import _Out, decode_cursor, encode_cursor, iso
 from api.state import services
-from api.validation import check_id, query_int, query_str
+from api.validation import allow_query, check_id, query_int, query_str
 from jobs import datasets, sweeps
 from jobs.lifecycle import IdempotencyConflict
 from jobs.lifecycle import EVALUATION_SERIES
@@ -193,6 +193,7 @@ def submit_sweep():
 
 @bp.get("")
 def list_sweeps():
+    allow_query(ListSweepsQuery.model_fields)
     status = query_str("status")
     if status is not None and status not in SWEEP_STATUSES:
         raise invalid("status", f"must be one of {', '.join(SWEEP_STATUSES)}")
@@ -222,6 +223,7 @@ def get_sweep(sweep_id: str):
 
 @bp.get("/<sweep_id>/trials")
 def sweep_trials(sweep_id: str):
+    allow_query(())
     with services().db.read() as session:
         _sweep(session, sweep_id)
         items = [{"number": trial.number, "job_id": trial.job_id, "params": trial.params,

@@ -109,7 +109,11 @@ const gf = {
   // A list page (jobs, sweeps): a table of the tenant's items from ``path``, a status filter kept
   // in the URL, keyset paging (the API's cursors; ?limit= for long lists) and a refresh every few
   // seconds while an item on the page is queued or running.
-  pagedList({ path, row, columns, empty }) {
+  // A paged table over a list endpoint: the status filter and any text filters (`filters`: input
+  // id → query parameter, e.g. the jobs page's name search ?q= and tag ?tag=) are kept in the page's
+  // URL; keyset paging with the API's cursors; a refresh every few seconds while an item is live.
+  // Returns { setFilter(param, value) } for rows that filter by a value of theirs (a tag chip).
+  pagedList({ path, row, columns, empty, filters = {} }) {
     const params = new URLSearchParams(location.search);
     const pageSize = Math.min(200, Math.max(1, Number(params.get("limit")) || 25));
     const REFRESH_MS = 3000;
@@ -117,17 +121,23 @@ const gf = {
     const body = $(path.slice(4) + "-body");  // /v1/jobs → #jobs-body
     const errorBox = $(path.slice(4) + "-error");
     const filter = $("status-filter"), prev = $("page-prev"), next = $("page-next"), info = $("page-info");
+    const inputs = Object.entries(filters).map(([id, param]) => [$(id), param]);
     filter.value = params.get("status") || "";
+    for (const [input, param] of inputs) input.value = params.get(param) || "";
     // cursors[i] is the cursor that loads page i (page 0 has none).
     let cursors = [null];
     let page = 0;
     let nextCursor = null;
     let timer = null;
 
+    function current() {
+      return [["status", filter.value], ...inputs.map(([input, param]) => [param, input.value.trim()])];
+    }
+
     async function load() {
       clearTimeout(timer);
       const query = new URLSearchParams({ limit: pageSize });
-      if (filter.value) query.set("status", filter.value);
+      for (const [param, value] of current()) if (value) query.set(param, value);
       if (cursors[page]) query.set("cursor", cursors[page]);
       let data;
       try {
@@ -147,14 +157,25 @@ const gf = {
       if (data.items.some((item) => gf.isActive(item.status))) timer = setTimeout(load, REFRESH_MS);
     }
 
-    filter.addEventListener("change", () => {
+    // A new filter starts again from the first page; the page's URL keeps the filters (links, reloads).
+    function filtersChanged() {
       cursors = [null];
       page = 0;
       const url = new URL(location.href);
-      if (filter.value) url.searchParams.set("status", filter.value); else url.searchParams.delete("status");
+      for (const [param, value] of current()) {
+        if (value) url.searchParams.set(param, value); else url.searchParams.delete(param);
+      }
       history.replaceState(null, "", url);
       load();
-    });
+    }
+
+    let typing = null;
+    function typed() {  // search as one types, without a request per key
+      clearTimeout(typing);
+      typing = setTimeout(filtersChanged, 300);
+    }
+    filter.addEventListener("change", filtersChanged);
+    for (const [input] of inputs) input.addEventListener("input", typed);
     next.addEventListener("click", () => {
       if (!nextCursor) return;
       cursors[page + 1] = nextCursor;
@@ -168,6 +189,12 @@ const gf = {
     });
     window.addEventListener("gf-api-key", () => { cursors = [null]; page = 0; load(); });
     load();
+    return {
+      setFilter(param, value) {
+        for (const [input, name] of inputs) if (name === param) input.value = value;
+        filtersChanged();
+      },
+    };
   },
 };
 

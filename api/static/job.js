@@ -52,6 +52,11 @@
     failure.hidden = !data.error;
     failure.textContent = data.error ? "Error: " + data.error : "";
     $("cancel").hidden = !gf.isActive(data.status) || data.cancel_requested;
+    const tags = data.tags || [];
+    $("job-tags").hidden = !tags.length;
+    $("job-tags").replaceChildren(...tags.map((tag) => gf.el("a", { class: "tag", href: "/?tag=" + encodeURIComponent(tag), text: tag })));
+    $("job-notes").hidden = !data.notes;
+    $("job-notes").textContent = data.notes || "";
     $("events").replaceChildren(...data.events.map((e) => gf.el("tr", {},
       gf.el("td", { text: gf.time(e.at) }), gf.el("td", { text: e.from || "" }), gf.el("td", {}, gf.badge(e.to)),
       gf.el("td", { text: e.attempt }), gf.el("td", { text: e.message || "" }))));
@@ -350,6 +355,28 @@
     const label = intValue("gen-label");
     if (!$("gen-label-wrap").hidden && label !== null) body.label = label;
     showPng("interp-image", "interp-error", `${base}/interpolate`, body);
+  });
+
+  // The bundle through fetch (the API key rides in a header, which a plain link cannot carry),
+  // handed to the browser as a file.
+  $("download-bundle").addEventListener("click", async () => {
+    const button = $("download-bundle");
+    button.disabled = true;
+    try {
+      const response = await gf.request(`${base}/bundle`);
+      const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+      const url = URL.createObjectURL(await response.blob());
+      const link = gf.el("a", { href: url, download: match ? match[1] : `job-${jobId.slice(0, 8)}.zip`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      gf.showError($("job-error"), null);
+    } catch (error) {
+      gf.showError($("job-error"), error);
+    } finally {
+      button.disabled = false;
+    }
   });
 
   $("cancel").addEventListener("click", async () => {

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from gan_core import cli as local
 from ganforge import __version__
-from ganforge.cli import client_commands, datasets, presets, serve, sweeps
+from ganforge.cli import client_commands, datasets, download, export, presets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.add_commands(sub)
     sweeps.add_commands(sub)
     datasets.add_commands(sub)
+    download.add_commands(sub)
+    export.add_commands(sub)
     return parser
 
 

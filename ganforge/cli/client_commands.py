@@ -21,7 +21,7 @@ from gan_core import cli as local
 from gan_core.cli import CLIError, add_command
 from ganforge.cli import follow
 from ganforge.cli.follow import TERMINAL, spec_for_submit, submit_and_wait
-from ganforge.client import APIError, Client
+from ganforge.client import APIError, Client, jsonable
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -49,7 +49,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2) if args.json else text)
+    print(json.dumps(data, indent=2, default=jsonable) if args.json else text)
 
 
 def api_error(exc: APIError) -> CLIError:
@@ -93,7 +93,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    page = _call(_client(args).jobs, status=args.status, limit=args.limit, cursor=args.cursor)
+    page = _call(_client(args).job_page, status=args.status, limit=args.limit, cursor=args.cursor)
     lines = [f"{j['id']}  {j['status']:9s} {j['progress']['step']:>7d}/{j['progress']['total']:<7d} {j['name']}" for j in page["items"]]
     if page.get("next_cursor"):
         lines.append(f"(more: --cursor {page['next_cursor']})")

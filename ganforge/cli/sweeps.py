@@ -11,6 +11,7 @@ from typing import Any
 
 from gan_core.cli import CLIError, add_command
 from ganforge.cli.client_commands import _call, _client, _out, add_client_options
+from ganforge.client import jsonable
 
 SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")
 TRIAL_ENDED = ("succeeded", "failed", "cancelled", "pruned")
@@ -137,7 +138,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         path = out / f"step-{item['step']:06d}.png"
         path.write_bytes(_call(client.download, item["url"]))
         written.append(str(path))
-    (out / "trial.json").write_text(json.dumps(best, indent=2))
+    (out / "trial.json").write_text(json.dumps(best, indent=2, default=jsonable))
     written.append(str(out / "trial.json"))
     _out(args, {**best, "files": written},
          f"trial {best['number']} (job {best['job_id']}): {sweep['objective']['metric']} {best['objective']:.4g}, "
