@@ -82,6 +82,7 @@ def main() -> None:
         started = time.perf_counter()
         archive = shapes_archive(tmp / "shapes.zip", args.per_class, size=96)
         made = time.perf_counter() - started
+        archive_bytes = archive.stat().st_size
         n = args.per_class * 3
         config = DataConfig(cache_dir=tmp / "cache")
         started = time.perf_counter()
@@ -102,7 +103,7 @@ def main() -> None:
     demand = batch * spec.train.d_steps / step
     per_batch = batch / rate
     print(f"device {device} ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs); "
-          f"shapes archive: {n} PNGs at 96 px ({archive.stat().st_size if archive.exists() else 0} bytes), made in {made:.1f} s")
+          f"shapes archive: {n} PNGs at 96 px ({archive_bytes} bytes), made in {made:.1f} s")
     print(f"{'first job: decode into the cache (miss)':<52}{decode:8.2f} s  {n / decode:10.0f} images/s")
     print(f"{'second job: find the cache entry (hit)':<52}{again:8.2f} s  (sha256 of the archive, nothing decoded)")
     print(f"{'batches from the memory-mapped cache (64 px, b=' + str(batch) + ')':<52}{per_batch * 1e3:8.2f} ms {rate:10.0f} images/s")
