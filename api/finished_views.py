@@ -14,8 +14,9 @@ Bounded (least recently used out); the tenant is kept with each view so another 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Any
+
+from cachetools import LRUCache
 
 from jobs.models import TERMINAL
 
@@ -23,7 +24,8 @@ from jobs.models import TERMINAL
 class FinishedViews:
     def __init__(self, max_entries: int = 2048):
         self.max_entries = max_entries
-        self._views: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
+        # cachetools' LRUCache is not thread-safe: every access holds the lock (a read reorders too).
+        self._views: LRUCache[str, tuple[str | None, dict[str, Any]]] = LRUCache(maxsize=max(1, max_entries))
         self._lock = threading.Lock()
 
     def get(self, job_id: str, tenant: str, is_admin: bool) -> dict[str, Any] | None:
@@ -31,7 +33,6 @@ class FinishedViews:
             entry = self._views.get(job_id)
             if entry is None:
                 return None
-            self._views.move_to_end(job_id)
         owner, view = entry
         # A view read by an admin (owner None: tenant unknown) is only served to admins.
         return view if is_admin or (owner is not None and owner == tenant) else None
@@ -42,9 +43,6 @@ class FinishedViews:
             return
         with self._lock:
             self._views[job_id] = (owner, view)
-            self._views.move_to_end(job_id)
-            while len(self._views) > self.max_entries:
-                self._views.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._views)

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import read_model
@@ -111,6 +112,15 @@ def _download(artifact: Artifact) -> dict[str, Any]:
     return artifact_to_dict(artifact, url, expires_at)
 
 
+def _check_upload(spec: JobSpec, tenant: str, field: str = "dataset.upload_id", code: str = "invalid_spec") -> None:
+    """422 naming ``field`` unless the uploaded dataset the spec names (if any) is the tenant's."""
+    with services().db.read() as session:
+        try:
+            datasets.check_upload(session, tenant, spec)
+        except datasets.UploadNotFound as exc:
+            raise invalid(field, str(exc), code=code) from None
+
+
 # ---- jobs ---------------------------------------------------------------------------------------
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as the IETF draft's examples
 
@@ -146,6 +156,7 @@ def submit_job():
     except datasets.DatasetSourceError as exc:
         raise invalid("dataset.path", str(exc), code="invalid_spec") from None
     who = principal()
+    _check_upload(spec, who.tenant)
     body_hash = None
     if key is not None:
         body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -155,6 +166,11 @@ def submit_job():
             admit=lambda session: check_submission(session, svc.settings, who.tenant))  # 429 past a per-tenant limit
     except lifecycle.IdempotencyConflict as exc:  # this key was used with another body (maybe by a racing request)
         raise _idempotency_conflict(exc) from None
+    except (IntegrityError, lifecycle.LifecycleError):
+        # The upload was deleted between the check above and the insert (its foreign key refused
+        # the job): the same 422 as if it had been gone before.
+        _check_upload(spec, who.tenant)
+        raise
     job_id, queue, created = submitted.job_id, submitted.queue, submitted.created
     limit_headers = submitted.admitted or {}
     # Only now is the row committed: a worker handed the id can always find the job.

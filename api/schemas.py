@@ -23,10 +23,11 @@ _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 SUMMARY_COLUMNS = (
     Job.id, Job.name, Job.status, Job.queue, Job.progress_step, Job.total_steps, Job.attempt, Job.max_attempts,
     Job.error, Job.cancel_requested, Job.latest_metrics, Job.evaluation, Job.created_at, Job.updated_at,
-    Job.started_at, Job.finished_at,
+    Job.started_at, Job.finished_at, Job.sweep_id,
 )
 # ... and what only the single-job view shows.
-DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences)
+DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences,
+                  Job.dataset_summary, Job.health, Job.stop_reason)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -69,6 +70,7 @@ def job_summary(job: Any) -> dict[str, Any]:
         "cancel_requested": bool(job.cancel_requested),
         "latest_metrics": json_safe(job.latest_metrics),
         "evaluation": json_safe(job.evaluation),
+        "sweep_id": job.sweep_id,
     }
 
 
@@ -81,6 +83,7 @@ def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
     return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
             "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
+            "dataset_summary": job.dataset_summary, "health": json_safe(job.health or []), "stop_reason": job.stop_reason,
             "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
@@ -181,6 +184,7 @@ class JobSummary(_Out):
     cancel_requested: bool
     latest_metrics: dict[str, float | None] | None
     evaluation: dict[str, Any] | None
+    sweep_id: str | None = Field(description="the sweep this job is a trial of (GET /v1/sweeps/{sweep_id}); null if none")
 
 
 class JobEventOut(_Out):
@@ -193,10 +197,35 @@ class JobEventOut(_Out):
     message: str
 
 
+class DatasetSummaryOut(_Out):
+    files: int = Field(ge=0, description="files in the archive or S3 prefix (archiver metadata such as __MACOSX/ not counted)")
+    images: int = Field(ge=0, description="images decoded and used")
+    skipped: int = Field(ge=0, description="files skipped: not PNG/JPEG/WebP, corrupt, or too large")
+    classes: list[str] = Field(description="class folders found, sorted (labels 'folders': label i is classes[i])")
+    bytes: int = Field(ge=0, description="the files' uncompressed size")
+    cache: Literal["hit", "miss"] = Field(description="'hit': decoded by an earlier job on the same archive")
+    sha256: str = Field(description="the archive's sha256 (an S3 prefix: of its listing)")
+    image_size: int
+    channels: int
+    labels: Literal["none", "folders"]
+    decode_seconds: float = Field(ge=0, description="time spent decoding (0 on a cache hit)")
+class HealthFindingOut(_Out):
+    detector: Literal["diverged", "discriminator_won", "mode_collapse"]
+    step: int = Field(ge=0, description="the training step it was found at")
+    message: str
+    action: Literal["warning", "stopped"] = Field(description="'stopped': the job was stopped for it")
+
+
 class JobOut(JobSummary):
     attempt_errors: list[str] = Field(description="why each lost attempt ended (its worker died or lost the database)")
     runtime_seconds: float = Field(ge=0, description="training time over all attempts")
     divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
+    dataset_summary: DatasetSummaryOut | None = Field(
+        None, description="image_folder: what the worker decoded (null before it did, and for other datasets)")
+    health: list[HealthFindingOut] = Field(
+        description="GAN health (train.health): what the detectors found, oldest first; each also an event")
+    stop_reason: Literal["diverged", "discriminator_won", "mode_collapse"] | None = Field(
+        None, description="the GAN health detector that stopped the job (it ends cancelled), if one did")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
     devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")

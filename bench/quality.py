@@ -47,6 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.prerequisites import Needs  # noqa: E402
+from ganforge.resources import presets_dir  # noqa: E402
 
 # (modes required, HQ % required, seeds that must pass out of 10)
 TARGETS: dict[str, tuple[int, float, int]] = {"ring8": (8, 97.0, 10), "grid25": (25, 97.0, 9)}
@@ -58,8 +59,8 @@ STACKED_PUBLISHED = "PacGAN (Lin et al. 2018): DCGAN 99 modes; PacDCGAN2 1000 mo
 
 def preset_path(dataset: str) -> Path:
     if dataset == STACKED:
-        return REPO / "presets" / "stacked-mnist-pacgan.json"
-    return REPO / "presets" / f"{dataset}-quality.json"
+        return presets_dir() / "stacked-mnist-pacgan.json"
+    return presets_dir() / f"{dataset}-quality.json"
 
 
 def run_one(job: tuple[str, int, int | None]) -> dict[str, Any]:

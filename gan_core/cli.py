@@ -419,7 +419,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-CLASSIFIER_DATASETS = ("mnist", "fashion-mnist")
+CLASSIFIER_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
@@ -502,7 +502,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     classifier = p.add_subparsers(dest="classifier_command", required=True, metavar="{train}")
     p = add_command(classifier, "train", "train it for a built-in dataset (seed 0, 2 epochs) into the cache that "
                     "evaluations read; a cached one is reused", ["ganforge classifier train fashion-mnist"])
-    p.add_argument("dataset", help="mnist or fashion-mnist (stacked-mnist is scored with mnist's)")
+    p.add_argument("dataset", help="mnist, fashion-mnist or cifar10 (stacked-mnist is scored with mnist's)")
     p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--cache-dir", help="default: $GANFORGE_CACHE_DIR or ~/.cache/ganforge/datasets")
     p.set_defaults(func=cmd_classifier_train)

@@ -30,13 +30,18 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_devices": 8,
 }
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist", "npz")
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist", "cifar10", "npz", "image_folder")
 POINT_DATASETS = ("ring8", "grid25")
 # Native shape (C, H, W) of the built-in image datasets; npz data is only known once loaded.
-NATIVE_IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "stacked-mnist": (3, 28, 28)}
-DCGAN_IMAGE_SIZES = (28, 32, 64)
+NATIVE_IMAGE_SHAPE = {
+    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "stacked-mnist": (3, 28, 28), "cifar10": (3, 32, 32),
+}
+DCGAN_IMAGE_SIZES = (28, 32, 64, 128)
+FOLDER_IMAGE_SIZES = (32, 64, 128)  # image_folder: every picture is resized and centre-cropped to one
+# Datasets whose path is a URI the service fetches (s3://, https://) or, embedded, a server path.
+PATH_DATASETS = ("npz", "image_folder")
 
-DatasetName = Literal["mnist", "fashion-mnist", "stacked-mnist", "ring8", "grid25", "npz"]
+DatasetName = Literal["mnist", "fashion-mnist", "stacked-mnist", "cifar10", "ring8", "grid25", "npz", "image_folder"]
 STACKED_MNIST_EVAL_SAMPLES = 26_000  # the standard protocol of the 1000-mode benchmark
 Loss = Literal["minimax", "bce", "lsgan", "wgan-gp", "hinge"]
 
@@ -75,12 +80,27 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     name: DatasetName
-    path: str | None = Field(None, description="npz only: local path of the user's .npz file")
+    path: str | None = Field(
+        None,
+        description="npz: the user's .npz file; image_folder: a zip or tar archive of PNG/JPEG/WebP images, or "
+        "an S3 prefix ending in '/' holding them (URIs with the s3 or https scheme; server paths only where the "
+        "deployment allows them)",
+    )
+    upload_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        description="image_folder: the id of an archive uploaded with POST /v1/datasets (instead of path)",
+    )
     image_size: int | None = Field(
-        None, ge=8, le=64, description="resize images to this square size (default: native)"
+        None, ge=8, le=128,
+        description="resize images to this square size (default: native); image_folder: 32, 64 or 128 (required)",
     )
     channels: Literal[1, 3] | None = Field(
-        None, description="npz only: expected channels (checked when the file is loaded)"
+        None, description="npz: expected channels (checked when the file is loaded); image_folder: 3 (RGB, the "
+        "default) or 1 (grayscale)",
+    )
+    labels: Literal["none", "folders"] | None = Field(
+        None, description="image_folder: 'folders' makes each class sub-folder a label (for cgan/acgan); "
+        "default 'none'",
     )
     limit: int | None = Field(None, ge=1, description="use only the first N training examples")
 
@@ -92,12 +112,26 @@ class DatasetSpec(_Strict):
             raise ValueError("must be 1 or 3, not a boolean")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _folder_defaults(cls, data: Any) -> Any:
+        # image_folder's defaults are written into the spec, so a stored spec says what was trained.
+        if isinstance(data, dict) and data.get("name") == "image_folder":
+            data = {"channels": 3, "labels": "none", **data}
+        return data
+
     @model_validator(mode="after")
     def _path_only_for_npz(self) -> DatasetSpec:
+        if self.name == "image_folder":
+            return self._check_folder()
+        if self.upload_id is not None:
+            raise _field_error("upload_id", f"only the image_folder dataset takes an upload_id, not '{self.name}'")
+        if self.labels is not None:
+            raise _field_error("labels", f"only the image_folder dataset takes labels, not '{self.name}'")
         if self.name == "npz" and not self.path:
             raise _field_error("path", "the npz dataset needs the path of a .npz file holding 'x' (and 'y')")
-        if self.name != "npz" and self.path is not None:
-            raise _field_error("path", f"only the npz dataset takes a path, not '{self.name}'")
+        if self.name not in PATH_DATASETS and self.path is not None:
+            raise _field_error("path", f"only the npz and image_folder datasets take a path, not '{self.name}'")
         if self.name in POINT_DATASETS and self.image_size is not None:
             raise _field_error("image_size", f"'{self.name}' is 2-D points; image_size does not apply")
         if self.channels is not None and self.name != "npz":
@@ -107,9 +141,21 @@ class DatasetSpec(_Strict):
                 raise _field_error("channels", f"'{self.name}' {have}; channels is checked for npz files only")
         return self
 
+    def _check_folder(self) -> DatasetSpec:
+        if (self.path is None) == (self.upload_id is None):
+            raise _field_error(
+                "path", "image_folder needs exactly one of path (an archive or s3:// prefix) and upload_id"
+            )
+        if self.image_size is None:
+            raise _field_error("image_size", f"image_folder needs image_size, one of {FOLDER_IMAGE_SIZES}")
+        if self.image_size not in FOLDER_IMAGE_SIZES:
+            raise _field_error("image_size", f"image_folder makes images of size {FOLDER_IMAGE_SIZES}, not {self.image_size}")
+        return self
+
     @property
     def is_image(self) -> bool:
         return self.name in IMAGE_DATASETS
+
 
 
 class ModelSpec(_Strict):
@@ -162,6 +208,36 @@ class ModelSpec(_Strict):
         return widths
 
 
+# The GAN health detectors (gan_core.health), which are also the reasons a job stopped by one gives.
+HEALTH_REASONS = ("diverged", "discriminator_won", "mode_collapse")
+
+
+class HealthSpec(_Strict):
+    """GAN health (gan_core.health): detectors run every ``every`` steps; a finding is a warning
+    on the job, or stops it when ``stop`` says so. Non-finite losses are always caught."""
+
+    enabled: bool = Field(True, description="run the discriminator-won and mode-collapse detectors")
+    stop: bool | None = Field(
+        None, description="stop the job at a finding (reason diverged, discriminator_won or mode_collapse); "
+        "default: sweep trials stop, other jobs get a warning"
+    )
+    every: int = Field(50, ge=1, le=1_000_000, description="steps between checks (each reads the step statistics "
+                       "back from the device and generates one fixed batch)")
+    min_step: int = Field(500, ge=0, description="no discriminator-won or collapse verdict on steps before this "
+                          "one (at the start D always wins and G's samples are alike)")
+    d_accuracy: float = Field(0.99, gt=0.5, le=1.0, description="D has won when its mean accuracy on real and "
+                              "on fake samples are both at least this over d_window steps")
+    d_window: int = Field(500, ge=1, le=1_000_000, description="steps of the discriminator-won window")
+    samples: int = Field(256, ge=16, le=4096, description="size of the fixed-noise batch the diversity checks "
+                         "generate")
+    diversity_ratio: float = Field(0.2, ge=0.0, lt=1.0, description="collapse when the mean pairwise distance "
+                                   "of G's fixed batch falls below this fraction of the real data's")
+    mode_drop: float = Field(0.5, ge=0.0, lt=1.0, description="2-D mixtures: collapse when the modes the fixed "
+                             "batch covers fall to at most this fraction of the most it covered before")
+    patience: int = Field(3, ge=1, le=1000, description="consecutive checks a collapse must hold before it is "
+                          "reported")
+
+
 class TrainSpec(_Strict):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -196,6 +272,8 @@ class TrainSpec(_Strict):
         "running statistics move, as in pytorch/examples' DCGAN) or 'eval' (the running statistics, left as they "
         "are: Keras' generator.predict)",
     )
+
+    health: HealthSpec = Field(default_factory=HealthSpec, description="GAN health detectors (gan_core.health)")
 
     _steps_limit = _within("steps", "max_steps", "steps")
 
@@ -284,6 +362,11 @@ class JobSpec(_Strict):
                 )
             if model.conditioning != "none":
                 raise _field_error("model.conditioning", f"'{data.name}' has no labels; use 'none'")
+        if data.name == "image_folder" and model.conditioning != "none" and data.labels != "folders":
+            raise _field_error(
+                "model.conditioning", "this image_folder has no labels; set dataset.labels to 'folders' to make "
+                "class sub-folders labels, or use 'none'"
+            )
         if data.name == "stacked-mnist" and model.conditioning != "none":
             raise _field_error(
                 "model.conditioning", "stacked-mnist measures how many of its 1000 modes an unconditional "

@@ -27,6 +27,18 @@ class APIError(Exception):
         return "\n".join(lines)
 
 
+ARCHIVE_TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tar.gz": "application/gzip",
+                 ".tgz": "application/gzip"}
+
+
+def archive_type(path: str) -> str:
+    """The Content-Type of an archive upload, from the file's name; ValueError for another kind."""
+    for suffix, content_type in ARCHIVE_TYPES.items():
+        if path.lower().endswith(suffix):
+            return content_type
+    raise ValueError(f"{path}: not a .zip, .tar, .tar.gz or .tgz archive")
+
+
 class Client:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0):
         self.url = (url or os.environ.get("GANFORGE_URL") or "http://127.0.0.1:8080").rstrip("/")
@@ -37,9 +49,9 @@ class Client:
                  headers: dict[str, str] | None = None) -> Any:
         data = None
         all_headers = {"Accept": "application/json", **(headers or {})}
-        if body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            all_headers["Content-Type"] = "application/json"
+        if body is not None:  # JSON, or bytes / an open file sent as they are (headers name the type)
+            data = body if isinstance(body, bytes) or hasattr(body, "read") else json.dumps(body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
         if self.api_key:
             all_headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=all_headers)
@@ -115,8 +127,34 @@ class Client:
     def sweep_trials(self, sweep_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/trials")
 
+    def sweep_curves(self, sweep_id: str, figure: str | None = None) -> dict[str, Any]:
+        query = "?" + urllib.parse.urlencode({"figure": figure}) if figure else ""
+        return self._request("GET", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/curves{query}")
+
     def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/sweeps/{urllib.parse.quote(sweep_id)}/cancel")
+
+    # ---- uploaded datasets -------------------------------------------------------------------
+    def upload_dataset(self, path: str | os.PathLike[str], name: str | None = None,
+                       idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST an archive (.zip, .tar, .tar.gz / .tgz) from disk, streamed from the file."""
+        content_type = archive_type(str(path))
+        query = "?" + urllib.parse.urlencode({"name": name}) if name else ""
+        headers = {"Content-Type": content_type, "Content-Length": str(os.path.getsize(path))}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        with open(path, "rb") as body:
+            return self._request("POST", "/v1/datasets" + query, body, headers=headers)
+
+    def datasets(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        query = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
+        return self._request("GET", "/v1/datasets?" + urllib.parse.urlencode(query))
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/datasets/{urllib.parse.quote(dataset_id)}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{urllib.parse.quote(dataset_id)}")
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/healthz")

@@ -117,6 +117,7 @@ def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue:
         enqueued_at=utcnow(),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        dataset_id=spec.dataset.upload_id,  # an uploaded archive: kept while the job may read it
     )
     session.add(job)
     session.flush()
@@ -438,6 +439,34 @@ def record_divergence(db: Database, job_id: str, token: str, message: str) -> in
         job.divergences = job.divergences + 1
         _event(session, job, "running", "running", message, job.attempt)
         return job.divergences
+
+
+def record_dataset_summary(db: Database, job_id: str, token: str, summary: dict[str, Any]) -> None:
+    """What the job's image dataset held (gan_core.data.folder.FolderSummary), for the job view."""
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        job.dataset_summary = summary
+
+
+MAX_HEALTH_FINDINGS = 100  # a job's health list keeps the newest (each finding is also an event)
+
+
+def record_health(db: Database, job_id: str, token: str, findings: list[dict[str, Any]],
+                  stop_reason: str | None = None) -> tuple[bool, str | None]:
+    """GAN health findings ({detector, step, message, action}): each an entry of ``jobs.health``
+    and an event row. With ``stop_reason`` the job is stopped through the cancel path (as a
+    sweep's pruner stops one) and keeps the reason, unless a cancel was asked for already.
+    Returns (cancel_requested, the job's stop_reason)."""
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        for finding in findings:
+            _event(session, job, "running", "running", f"GAN health: {finding['detector']} at step {finding['step']}: "
+                   f"{finding['message']}", job.attempt)
+        job.health = (list(job.health or []) + list(findings))[-MAX_HEALTH_FINDINGS:]
+        if stop_reason is not None and not job.cancel_requested:
+            job.stop_reason = stop_reason
+            cancel_locked(session, job, f"{stop_reason} (GAN health)")
+        return job.cancel_requested, job.stop_reason
 
 
 def record_metrics(db: Database, job_id: str, token: str, rows: Iterable[tuple[int, dict[str, float]]], lease_seconds: int) -> bool:

@@ -9,7 +9,8 @@ import sys
 from typing import Sequence
 
 from gan_core import cli as local
-from ganforge.cli import client_commands, presets, serve, sweeps
+from ganforge import __version__
+from ganforge.cli import client_commands, datasets, presets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,12 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
                "  ganforge submit ring8 --wait\n  ganforge list --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     local.add_commands(sub)
     presets.add_commands(sub)
     serve.add_commands(sub)
     client_commands.add_commands(sub)
     sweeps.add_commands(sub)
+    datasets.add_commands(sub)
     return parser
 
 

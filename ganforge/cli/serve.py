@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import os
 import signal
@@ -22,6 +23,32 @@ from pathlib import Path
 from gan_core.cli import CLIError, add_command
 from ganforge.cli.follow import submit_and_wait
 from ganforge.client import Client
+
+
+# The top-level modules `pip install 'ganforge[service]'` brings (and the ones they bring that these
+# commands import directly): a service command that finds one missing names the extra to install.
+# tests/unit/test_cli_extras.py checks that every [service] requirement is here.
+SERVICE_MODULES = frozenset({
+    "pydantic_settings", "celery", "kombu", "redis", "sqlalchemy", "alembic", "flask", "werkzeug", "jinja2",
+    "boto3", "botocore", "psycopg", "gunicorn", "orjson", "optuna", "tenacity", "cachetools", "flask_swagger_ui",
+})
+SERVICE_HINT = "pip install 'ganforge[service]'"
+
+
+def needs_service(command):
+    """Run a service command; a missing service library is a one-line message naming the extra."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in SERVICE_MODULES:
+                raise
+            raise CLIError(f"`ganforge {args.command}` needs the service, which is not installed here "
+                           f"(no module named {exc.name!r}): {SERVICE_HINT}", 2) from None
+
+    return run
 
 
 def _settings():
@@ -380,7 +407,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "it with a progress bar")
     p.add_argument("--exit-when-done", action="store_true", help="with --submit: stop the service when the job ends")
     p.add_argument("--fetch-to", metavar="DIR", help="with --submit: download the sample grids and final generator here")
-    p.set_defaults(func=cmd_up)
+    p.set_defaults(func=needs_service(cmd_up))
 
     p = add_command(sub, "api", "serve the HTTP API alone (gunicorn in production; a thread in embedded mode)",
                     ["ganforge api --port 8081", "ganforge api --host 0.0.0.0 --workers 4   # GANFORGE_MODE=production"])
@@ -388,7 +415,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--workers", type=int, help="gunicorn worker processes (default: one per CPU)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
-    p.set_defaults(func=cmd_api)
+    p.set_defaults(func=needs_service(cmd_api))
 
     p = add_command(sub, "worker", "run a Celery worker: one per host, training jobs of up to --devices devices",
                     ["ganforge worker", "ganforge worker --devices 4 --hostname gpu-node-1"])
@@ -397,7 +424,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queues", help="override the queues served (default: from --devices: gpu,gpu-x2,...,cpu "
                    "or cpu,cpu-x2,...)")
     p.add_argument("--hostname", help="the worker's name in Celery (default: celery@<host>)")
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=needs_service(cmd_worker))
 
     p = add_command(sub, "reconcile", "requeue jobs whose worker died or whose broker message was lost "
                                       "(workers do this themselves; for cron or maintenance)",
@@ -405,7 +432,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then exit (default: a pass every "
                    "GANFORGE_RECONCILE_SECONDS)")
     p.add_argument("--json", action="store_true", help="each pass's counts as a JSON line")
-    p.set_defaults(func=cmd_reconcile)
+    p.set_defaults(func=needs_service(cmd_reconcile))
 
     p = add_command(sub, "keys", "API keys (operator commands on the database: no API, no key needed)",
                     ["ganforge keys create --tenant acme", "ganforge keys list --data-dir ~/gan-runs",
@@ -421,10 +448,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     k = add_command(keys, "revoke", "revoke a key by id", ["ganforge keys revoke 5b0c..."])
     k.add_argument("id", help="the key's id (from `ganforge keys list`)")
     k.add_argument("--data-dir", help=data_dir_help)
-    p.set_defaults(func=cmd_keys)
+    p.set_defaults(func=needs_service(cmd_keys))
 
     p = add_command(sub, "db", "database migrations (Alembic)", ["ganforge db upgrade", "ganforge db downgrade -1"])
     p.add_argument("action", choices=("upgrade", "downgrade"), help="upgrade or downgrade the schema")
     p.add_argument("revision", nargs="?", help="target revision (default: head for upgrade, -1 for downgrade)")
     p.add_argument("--data-dir", help=data_dir_help)
-    p.set_defaults(func=cmd_db)
+    p.set_defaults(func=needs_service(cmd_db))

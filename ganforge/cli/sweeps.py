@@ -16,8 +16,16 @@ SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")
 TRIAL_ENDED = ("succeeded", "failed", "cancelled", "pruned")
 
 
+# Ready-made sweeps (presets/sweeps/NAME.json, beside the job presets): `ganforge sweep submit NAME`.
+SWEEP_PRESETS = Path(__file__).resolve().parents[2] / "presets" / "sweeps"
+
+
 def _read(path: str) -> dict[str, Any]:
-    """The sweep file as JSON; the service validates it (and names any field at fault)."""
+    """The sweep file (or the preset of that name) as JSON; the service validates it (and names
+    any field at fault)."""
+    preset = SWEEP_PRESETS / f"{path}.json"
+    if not Path(path).exists() and "/" not in path and preset.is_file():
+        path = str(preset)
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -145,8 +153,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
         return add_client_options(add_command(commands, name, help, [example]))
 
-    p = command("submit", "submit a sweep file (JSON)", "ganforge sweep submit lr-search.json --wait")
-    p.add_argument("sweep", help="sweep file (JSON): a base spec, the parameters to search, the objective")
+    p = command("submit", "submit a sweep file (JSON) or a preset of presets/sweeps by name",
+                "ganforge sweep submit grid25-search --wait")
+    p.add_argument("sweep", help="a sweep file (JSON: a base spec, the parameters to search, the objective), "
+                   "or a sweep preset's name (e.g. grid25-search)")
     p.add_argument("--wait", action="store_true", help="follow the sweep with a progress bar over its trials")
     p.set_defaults(func=cmd_submit)
     p = command("status", "show a sweep and its trials", "ganforge sweep status 9c1e...")

@@ -1,0 +1,97 @@
+"""``ganforge datasets upload|list|show|delete``: archives of images to train on (/v1/datasets).
+
+    ganforge datasets upload faces.zip --name faces     # prints the id for dataset.upload_id
+    ganforge datasets list
+    ganforge datasets show ID
+    ganforge datasets delete ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from gan_core.cli import CLIError
+from ganforge.cli.client_commands import _call, _client, _out
+from ganforge.client import archive_type
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # not reached
+
+
+def _line(d: dict[str, Any]) -> str:
+    classes = f", {len(d['classes'])} classes" if d.get("classes") else ""
+    return (f"{d['id']}  {d['name']}: {d['images']} images, {d['skipped']} skipped of {d['files']} files"
+            f"{classes}, {_size(d['bytes'])}")
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    try:
+        archive_type(args.file)
+    except ValueError as exc:
+        raise CLIError(str(exc), 2) from None
+    if not os.path.isfile(args.file):
+        raise CLIError(f"{args.file}: no such file", 2)
+    name = args.name or os.path.basename(args.file).split(".", 1)[0] or "dataset"
+    dataset = _call(_client(args).upload_dataset, args.file, name, args.idempotency_key)
+    _out(args, dataset, _line(dataset) + f'\ntrain on it with "dataset": {{"name": "image_folder", '
+                                         f'"upload_id": "{dataset["id"]}"}}')
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    page = _call(_client(args).datasets, limit=args.limit, cursor=args.cursor)
+    lines = [_line(d) for d in page["items"]]
+    if page.get("next_cursor"):
+        lines.append(f"(more: --cursor {page['next_cursor']})")
+    _out(args, page, "\n".join(lines) or "no datasets")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    d = _call(_client(args).dataset, args.id)
+    lines = [_line(d), f"  uploaded {d['created_at']}, {d['content_type']}, sha256 {d['sha256']}"]
+    if d.get("classes"):
+        lines.append("  classes: " + ", ".join(map(str, d["classes"])))
+    _out(args, d, "\n".join(lines))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _call(_client(args).delete_dataset, args.id)
+    _out(args, {"id": args.id, "deleted": True}, f"deleted {args.id}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    datasets = sub.add_parser("datasets", help="uploaded image archives to train on (upload, list, show, delete)")
+    commands = datasets.add_subparsers(dest="datasets_command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help)
+        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
+                                     "the API key comes from $GANFORGE_API_KEY")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = command("upload", "upload a .zip, .tar or .tar.gz of images (class sub-folders become labels)")
+    p.add_argument("file")
+    p.add_argument("--name", help="a label for it (default: the file's name)")
+    p.add_argument("--idempotency-key", help="a retry with the same key returns the first upload")
+    p.set_defaults(func=cmd_upload)
+    p = command("list", "list uploaded datasets, newest first")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor")
+    p.set_defaults(func=cmd_list)
+    p = command("show", "show one uploaded dataset")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_show)
+    p = command("delete", "delete an uploaded dataset (refused while a queued or running job uses it)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_delete)
