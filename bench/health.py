@@ -6,7 +6,11 @@ batch generated, its mean pairwise distance and, on a mixture, its mode count), 
 training time the checks take at the default interval (``train.health.every``). Then the same
 short run with the detectors on and off, alternated, for the end-to-end figure.
 
-    python bench/health.py [--steps 200] [--rounds 3] [--presets ring8-quality classic-mlp-mnist]
+On the CPU the clock is this process's CPU time (``time.process_time``), on one torch thread:
+on a shared, busy machine wall time measures the neighbours; CPU time measures the work. On CUDA
+it is wall time after a synchronisation.
+
+    python bench/health.py [--steps 200] [--rounds 3] [--threads 1] [--presets ring8-quality classic-mlp-mnist]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="+", default=["ring8-quality", "classic-mlp-mnist", "dcgan-mnist"])
     args = parser.parse_args()
 
@@ -44,8 +49,11 @@ def main() -> None:
     from gan_core.data import DataConfig
     from gan_core.trainer import Trainer, train_step
 
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.device == "cpu" else time.perf_counter
     data_config = DataConfig(data_dir=ROOT.parent / "shared" / "datasets")
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.steps} steps x {args.rounds} rounds")
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, clock {clock.__name__}, "
+          f"{args.steps} steps x {args.rounds} rounds")
     for preset in args.presets:
         spec = load(preset, args.steps, True, args.device)
         trainer = Trainer(spec, data_config=data_config)
@@ -54,17 +62,17 @@ def main() -> None:
         for _ in range(5):  # warm-up
             train_step(state, trainer.data, trainer.noise, spec)
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(20):
             train_step(state, trainer.data, trainer.noise, spec)
         sync()
-        step_ms = (time.perf_counter() - t0) / 20 * 1e3
+        step_ms = (clock() - t0) / 20 * 1e3
         window = [train_step(state, trainer.data, trainer.noise, spec) for _ in range(every)]
         checks = []
         for i in range(10):
-            t0 = time.perf_counter()
+            t0 = clock()
             trainer._check_health(window, 0, 0, 1000 + i * every)
-            checks.append(time.perf_counter() - t0)
+            checks.append(clock() - t0)
         check_ms = statistics.median(checks) * 1e3
         share = check_ms / (check_ms + every * step_ms) * 100
         print(f"{preset}: step {step_ms:.2f} ms, health check {check_ms:.2f} ms "
@@ -75,10 +83,10 @@ def main() -> None:
             for enabled in (False, True):
                 run = Trainer(load(preset, args.steps, enabled, args.device), data_config=data_config,
                               dataset=trainer.data)
-                t0 = time.perf_counter()
+                t0 = clock()
                 run.run()
                 sync()
-                rates[enabled].append(args.steps / (time.perf_counter() - t0))
+                rates[enabled].append(args.steps / (clock() - t0))
         off, on = statistics.median(rates[False]), statistics.median(rates[True])
         print(f"  end to end: {off:.1f} steps/s off, {on:.1f} steps/s on ({(on / off - 1) * 100:+.1f} %), "
               f"rounds off {[round(r, 1) for r in rates[False]]} on {[round(r, 1) for r in rates[True]]}")
