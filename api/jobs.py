@@ -343,6 +343,7 @@ def job_logs(job_id: str):
     """The training logs of the job's multi-device attempts, one per attempt (``step``: the
     attempt), each line tagged with its rank; each with a URL valid for ``presign_ttl_seconds``."""
     check_id(job_id, "job")
+    allow_query(())
     with services().db.read() as session:
         _require_job(session, job_id)
         logs = read_model.artifacts(session, job_id, "log")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.cli import CLIError, read_spec
+from ganforge.client import jsonable
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -119,7 +120,7 @@ def submit_and_wait(client, spec_ref: str, show_progress: bool, json_out: bool, 
             raise
         raise detached(job["id"]) from None
     if json_out:
-        print(json.dumps(job, indent=2))
+        print(json.dumps(job, indent=2, default=jsonable))
     else:
         print_summary(client, job, fetch_to)
     return 0 if job["status"] == "succeeded" else 1
