@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from ganforge.jobs.models import Artifact, Job, JobEvent
+from jobs.models import Artifact, Job, JobEvent
 
 _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -278,7 +278,7 @@ class Readiness(_Out):
     failed: list[str] | None = None
 
 
-# ---- query parameters (documented from these models; the views parse with ganforge.api.validation) -----
+# ---- query parameters (documented from these models; the views parse with api.validation) -----
 class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     limit: int = Field(50, ge=1, le=200, description="page size")

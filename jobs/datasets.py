@@ -45,8 +45,8 @@ from sqlalchemy.orm import Session
 
 from gan_core.data import DataError
 from gan_core.spec import JobSpec
-from ganforge.jobs.models import Dataset, Job, Sweep
-from ganforge.jobs.settings import Settings
+from jobs.models import Dataset, Job, Sweep
+from jobs.settings import Settings
 
 MAX_URI = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")

@@ -21,13 +21,13 @@ from upload_archives import image_members, tar_bytes, zip_bomb, zip_bytes  # noq
 
 @pytest.fixture()
 def service(tmp_path):
-    from ganforge.api import create_app
-    from ganforge.jobs.db import Database
-    from ganforge.jobs.models import Base
-    from ganforge.jobs.queue import RecordingEnqueuer
-    from ganforge.jobs.services import Services
-    from ganforge.jobs.settings import Settings
-    from ganforge.jobs.storage import LocalStorage
+    from api import create_app
+    from jobs.db import Database
+    from jobs.models import Base
+    from jobs.queue import RecordingEnqueuer
+    from jobs.services import Services
+    from jobs.settings import Settings
+    from jobs.storage import LocalStorage
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     engine = create_engine(url)
