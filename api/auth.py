@@ -34,7 +34,8 @@ LOCAL_ADMIN = Principal(tenant="default", is_admin=True, key_id=None)
 # (Presigned artifact URLs are checked by their signature in api.artifacts instead.)
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "openapi.spec", "openapi.docs", "openapi.docs_plain",
                               "openapi.docs_asset", "static",
-                              "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page"})
+                              "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page",
+                              "dashboard.sweeps_page", "dashboard.sweep_page"})
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ganforge"'}
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -67,7 +67,7 @@ class DatasetOut(_Out):
     files: int = Field(description="regular files in the archive")
     images: int = Field(description="files that decode as images (what training uses)")
     skipped: int = Field(description="corrupt or non-image files, left out")
-    classes: Any = Field(description="class folders (labels: folders), as found in the archive")
+    classes: list[str] = Field(description="class folders found, sorted (with labels 'folders', label i is classes[i])")
     created_at: datetime
 
 
@@ -155,6 +155,16 @@ def _refused(exc: Exception, size: int, limit: int) -> APIError:
     return invalid("body", f"{reason}: {exc}", code="invalid_archive", message=f"the archive was refused: {exc}")
 
 
+def _check_room(tenant: str, cap: int) -> None:
+    """409 when the tenant already keeps ``cap`` uploads (GANFORGE_MAX_DATASETS_PER_TENANT). Two
+    racing uploads may both pass the last free place: a soft cap, like the job caps."""
+    with services().db.read() as session:
+        kept = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.tenant == tenant))
+    if kept >= cap:
+        raise APIError(409, "too_many_datasets", f"the tenant keeps {kept} uploaded datasets, the limit is {cap} "
+                       "(GANFORGE_MAX_DATASETS_PER_TENANT); delete some first")
+
+
 def _replay(tenant: str, key: str, request_hash: str) -> Dataset | None:
     """The upload this tenant made with Idempotency-Key ``key``; 409 if that one had another body."""
     with services().db.read() as session:
@@ -203,6 +213,7 @@ def upload_dataset():
         request_hash = hashlib.sha256(f"{name}\0{extension}\0{sha256}".encode()).hexdigest()
         if key is not None and (earlier := _replay(who.tenant, key, request_hash)) is not None:
             return _created(earlier, replayed=True)
+        _check_room(who.tenant, settings.max_datasets_per_tenant)
         try:
             summary = inspect_archive(path, settings.archive_limits())
         except DataError as exc:  # gan_core's DatasetError: the reason is the tenant's to read
@@ -227,6 +238,9 @@ def upload_dataset():
         if earlier is None:
             raise
         return _created(earlier, replayed=True)
+    except Exception:
+        svc.storage.delete(stored.key)  # no row names it: nothing would ever remove it
+        raise
     log.info("dataset %s uploaded: %d bytes, %d images, %d skipped", dataset_id, size, summary.images, summary.skipped)
     return _created(dataset, replayed=False)
 

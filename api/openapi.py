@@ -101,9 +101,9 @@ def _id_param(name: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def build_spec() -> dict[str, Any]:
-    inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
+    inputs = [JobSpec, s.JobSubmission, s.JobPatch, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
     outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
-               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList,
+               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList, sw.CurvesOut,
                ds.DatasetOut, ds.DatasetPage]
     refs, definitions = models_json_schema(
         [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
@@ -140,13 +140,16 @@ def build_spec() -> dict[str, Any]:
             "post": op("Submit a training job", {"201": {"description": "queued", "content": _json(ref(s.JobOut)),
                                                         "headers": {"Location": {"schema": {"type": "string"}},
                                                                     **RATE_HEADERS}}},
-                       (400, *auth_errs, 413, 415, 422, 429), body=JobSpec, op_id="submitJob"),
+                       (400, *auth_errs, 413, 415, 422, 429), body=s.JobSubmission, op_id="submitJob"),
             "get": op("List jobs, newest first", {"200": {"description": "a page", "content": _json(ref(s.JobPage))}},
                       (*auth_errs, 422), params=_query_parameters(s.ListJobsQuery), op_id="listJobs"),
         },
         "/v1/jobs/{job_id}": {
             "get": op("Read a job (spec, progress, history)", {"200": {"description": "the job", "content": _json(ref(s.JobOut))}},
                       (*auth_errs, 404), params=job, op_id="getJob"),
+            "patch": op("Change a job's tags and notes (nothing else of a job changes)",
+                        {"200": {"description": "the job", "content": _json(ref(s.JobOut))}},
+                        (400, *auth_errs, 404, 413, 415, 422), body=s.JobPatch, params=job, op_id="updateJob"),
         },
         "/v1/jobs/{job_id}/cancel": {
             "post": op("Cancel a job", {"200": {"description": "cancelled, or cancellation requested",
@@ -171,6 +174,12 @@ def build_spec() -> dict[str, Any]:
             "get": op("Training logs of the job's multi-device attempts, one per attempt, with presigned URLs",
                       {"200": {"description": "logs by attempt (step)", "content": _json(ref(s.ArtifactList))}},
                       (*auth_errs, 404, 503), params=job, op_id="jobLogs"),
+        },
+        "/v1/jobs/{job_id}/bundle": {
+            "get": op("The whole job as one zip (streamed): job.json, spec.json, metrics.csv and .jsonl, sample "
+                      "grids, the final generator, evaluation reports",
+                      {"200": {"description": "a zip archive", "content": {"application/zip": binary}}},
+                      (*auth_errs, 404, 422), params=job, op_id="jobBundle"),
         },
         "/v1/jobs/{job_id}/generate": {
             "post": op("Generate samples from a checkpoint",
@@ -208,6 +217,12 @@ def build_spec() -> dict[str, Any]:
         "/v1/sweeps/{sweep_id}/trials": {
             "get": op("A sweep's trials in order", {"200": {"description": "the trials", "content": _json(ref(sw.TrialList))}},
                       (*auth_errs, 404), params=[_id_param("sweep_id")], op_id="sweepTrials"),
+        },
+        "/v1/sweeps/{sweep_id}/curves": {
+            "get": op("Every trial's learning curve (the eval/<figure> series of its periodic evaluations)",
+                      {"200": {"description": "the curves", "content": _json(ref(sw.CurvesOut))}},
+                      (*auth_errs, 404, 422), params=[_id_param("sweep_id"), *_query_parameters(sw.CurvesQuery)],
+                      op_id="sweepCurves"),
         },
         "/v1/sweeps/{sweep_id}/cancel": {
             "post": op("Cancel a sweep and its queued and running trials",

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from api.validation import allow_query
 from ganforge.resources import presets_dir
 
 log = logging.getLogger(__name__)
@@ -40,5 +41,6 @@ def load_presets(directory: Traversable = PRESETS_DIR) -> list[dict[str, Any]]:
 
 @bp.get("")
 def list_presets():
+    allow_query(())
     # Read on each request: a handful of small files, and an edited preset shows up at once.
     return jsonify({"items": load_presets()})

@@ -13,8 +13,9 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from gan_core.spec import JobSpec
 from jobs.models import Artifact, Job, JobEvent
 
 _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
@@ -23,10 +24,11 @@ _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 SUMMARY_COLUMNS = (
     Job.id, Job.name, Job.status, Job.queue, Job.progress_step, Job.total_steps, Job.attempt, Job.max_attempts,
     Job.error, Job.cancel_requested, Job.latest_metrics, Job.evaluation, Job.created_at, Job.updated_at,
-    Job.started_at, Job.finished_at,
+    Job.started_at, Job.finished_at, Job.sweep_id, Job.tags,
 )
 # ... and what only the single-job view shows.
-DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences)
+DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.notes, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences,
+                  Job.dataset_summary, Job.health, Job.stop_reason)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -69,6 +71,8 @@ def job_summary(job: Any) -> dict[str, Any]:
         "cancel_requested": bool(job.cancel_requested),
         "latest_metrics": json_safe(job.latest_metrics),
         "evaluation": json_safe(job.evaluation),
+        "sweep_id": job.sweep_id,
+        "tags": list(job.tags or ()),
     }
 
 
@@ -79,8 +83,9 @@ def event_to_dict(event: JobEvent) -> dict[str, Any]:
 
 def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
-    return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
+    return {**job_summary(job), "notes": job.notes or "", "attempt_errors": job.attempt_errors or [],
             "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
+            "dataset_summary": job.dataset_summary, "health": json_safe(job.health or []), "stop_reason": job.stop_reason,
             "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
@@ -153,10 +158,74 @@ class GenerateRequest(BaseModel):
         raise ValueError("must be null, an integer, or a list of integers")
 
 
+# ---- a job's labels: tags and notes --------------------------------------------------------------
+MAX_TAGS, MAX_TAG_LENGTH, MAX_NOTES_LENGTH = 16, 64, 4000
+TAG = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:=+/-]{{0,{MAX_TAG_LENGTH - 1}}}")
+TAG_RULE = (f"1 to {MAX_TAG_LENGTH} characters: letters, digits and _ . : = + / -, "
+            "starting with a letter or a digit")
+LABEL_FIELDS = ("tags", "notes")
+
+
+class JobLabels(BaseModel):
+    """What the job's owner says about a job, beside its spec: set at submit (the submit body's
+    ``tags`` and ``notes``), changed with PATCH /v1/jobs/{id}. Not part of the spec: the spec is
+    the training recipe as submitted and never changes; labels do."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tags: list[StrictStr] = Field(default_factory=list, max_length=MAX_TAGS, description=(
+        f"at most {MAX_TAGS} tags of {TAG_RULE}; case-sensitive, duplicates dropped; filter with ?tag="))
+    notes: StrictStr = Field("", max_length=MAX_NOTES_LENGTH, description="free text")
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_charset(cls, tags: list[str]) -> list[str]:
+        for index, tag in enumerate(tags):
+            if not TAG.fullmatch(tag):
+                raise ValueError(f"tag {index} ({tag[:70]!r}) is not {TAG_RULE}")
+        return list(dict.fromkeys(tags))
+
+
+class JobPatch(JobLabels):
+    """Body of PATCH /v1/jobs/{id}: the labels to replace (a field left out stays as it is)."""
+
+
+class JobSubmission(JobLabels, JobSpec):
+    """Body of POST /v1/jobs: a JobSpec, plus the job's labels (``tags``, ``notes``)."""
+
+    def split(self) -> tuple[JobSpec, JobLabels]:
+        """The spec and the labels, each as validated here (built without a second validation)."""
+        spec = JobSpec.model_construct(
+            _fields_set=self.model_fields_set - set(LABEL_FIELDS),
+            **{name: getattr(self, name) for name in JobSpec.model_fields})
+        return spec, JobLabels.model_construct(tags=self.tags, notes=self.notes)
+
+
 # ---- responses (the contract: api/openapi.py publishes these; tests check the views follow them) --
 class _Out(BaseModel):
     # Closed objects: a field the schema does not name is a contract violation the fuzz tests catch.
+    # (ganforge.client parses answers with extra="ignore": a newer server's fields do not break it.)
     model_config = ConfigDict(extra="forbid")
+
+    # Read access by the JSON names too (job["progress"]["step"], job.get("error")), for code
+    # written against the client when it returned plain dicts.
+    def __getitem__(self, key: str) -> Any:
+        for name, field in type(self).model_fields.items():
+            if key == name or key == field.alias:
+                return getattr(self, name)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return [field.alias or name for name, field in type(self).model_fields.items()]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
 
 
 class Progress(_Out):
@@ -181,6 +250,8 @@ class JobSummary(_Out):
     cancel_requested: bool
     latest_metrics: dict[str, float | None] | None
     evaluation: dict[str, Any] | None
+    sweep_id: str | None = Field(description="the sweep this job is a trial of (GET /v1/sweeps/{sweep_id}); null if none")
+    tags: list[str]
 
 
 class JobEventOut(_Out):
@@ -193,10 +264,38 @@ class JobEventOut(_Out):
     message: str
 
 
+class DatasetSummaryOut(_Out):
+    files: int = Field(ge=0, description="files in the archive or S3 prefix (archiver metadata such as __MACOSX/ not counted)")
+    images: int = Field(ge=0, description="images decoded and used")
+    skipped: int = Field(ge=0, description="files skipped: not PNG/JPEG/WebP, corrupt, or too large")
+    classes: list[str] = Field(description="class folders found, sorted (labels 'folders': label i is classes[i])")
+    bytes: int = Field(ge=0, description="the files' uncompressed size")
+    cache: Literal["hit", "miss"] = Field(description="'hit': decoded by an earlier job on the same archive")
+    sha256: str = Field(description="the archive's sha256 (an S3 prefix: of its listing)")
+    image_size: int
+    channels: int
+    labels: Literal["none", "folders"]
+    decode_seconds: float = Field(ge=0, description="time spent decoding (0 on a cache hit)")
+
+
+class HealthFindingOut(_Out):
+    detector: Literal["diverged", "discriminator_won", "mode_collapse"]
+    step: int = Field(ge=0, description="the training step it was found at")
+    message: str
+    action: Literal["warning", "stopped"] = Field(description="'stopped': the job was stopped for it")
+
+
 class JobOut(JobSummary):
+    notes: str
     attempt_errors: list[str] = Field(description="why each lost attempt ended (its worker died or lost the database)")
     runtime_seconds: float = Field(ge=0, description="training time over all attempts")
     divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
+    dataset_summary: DatasetSummaryOut | None = Field(
+        None, description="image_folder: what the worker decoded (null before it did, and for other datasets)")
+    health: list[HealthFindingOut] = Field(
+        description="GAN health (train.health): what the detectors found, oldest first; each also an event")
+    stop_reason: Literal["diverged", "discriminator_won", "mode_collapse"] | None = Field(
+        None, description="the GAN health detector that stopped the job (it ends cancelled), if one did")
     spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
     events: list[JobEventOut]
     devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")
@@ -281,6 +380,9 @@ class Readiness(_Out):
 # ---- query parameters (documented from these models; the views parse with api.validation) -----
 class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    tag: list[str] | None = Field(None, max_length=MAX_TAGS,
+                                  description="jobs with this tag; repeat it for jobs with all the tags given")
+    q: str | None = Field(None, max_length=120, description="a part of the job's name, any case")
     limit: int = Field(50, ge=1, le=200, description="page size")
     cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page")
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field, ValidationError
@@ -22,11 +22,12 @@ from api.jobs import _check_upload, _idempotency_conflict, _idempotency_key, _in
 from api.limits import check_submission
 from api.schemas import _Out, decode_cursor, encode_cursor, iso
 from api.state import services
-from api.validation import check_id, query_int, query_str
+from api.validation import allow_query, check_id, query_int, query_str
 from jobs import datasets, sweeps
 from jobs.lifecycle import IdempotencyConflict
-from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Sweep
-from jobs.sweep_spec import SweepSpec, SweepSpecError, check_sweep
+from jobs.lifecycle import EVALUATION_SERIES
+from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Metric as MetricRow, Sweep
+from jobs.sweep_spec import Metric, SweepSpec, SweepSpecError, check_sweep
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,23 @@ class TrialOut(_Out):
 
 class TrialList(_Out):
     items: list[TrialOut]
+
+
+class TrialCurve(_Out):
+    number: int
+    job_id: str
+    status: TrialStatus
+    steps: list[int]
+    values: list[float]
+
+
+class CurvesOut(_Out):
+    metric: str = Field(description="the series read: eval/<figure>")
+    items: list[TrialCurve] = Field(description="every trial that has a job, in number order (empty series too)")
+
+
+class CurvesQuery(BaseModel):
+    figure: Metric | None = Field(None, description="a figure of the periodic evaluation; default the objective's")
 
 
 class ListSweepsQuery(BaseModel):
@@ -175,6 +193,7 @@ def submit_sweep():
 
 @bp.get("")
 def list_sweeps():
+    allow_query(ListSweepsQuery.model_fields)
     status = query_str("status")
     if status is not None and status not in SWEEP_STATUSES:
         raise invalid("status", f"must be one of {', '.join(SWEEP_STATUSES)}")
@@ -204,12 +223,37 @@ def get_sweep(sweep_id: str):
 
 @bp.get("/<sweep_id>/trials")
 def sweep_trials(sweep_id: str):
+    allow_query(())
     with services().db.read() as session:
         _sweep(session, sweep_id)
         items = [{"number": trial.number, "job_id": trial.job_id, "params": trial.params,
                   "objective": trial.objective, "status": sweeps.live_status(trial, job_status),
                   "reason": trial.reason} for trial, job_status in sweeps.trial_rows(session, sweep_id)]
     return jsonify({"items": items})
+
+
+@bp.get("/<sweep_id>/curves")
+def sweep_curves(sweep_id: str):
+    """The learning curve of every trial (its periodic evaluations' ``eval/<figure>`` series) in one
+    response: the sweep page draws them on one chart, where a request per trial would not scale."""
+    figure = query_str("figure")
+    if figure is not None and figure not in get_args(Metric):
+        raise invalid("figure", f"must be one of {', '.join(get_args(Metric))}")
+    with services().db.read() as session:
+        sweep = _sweep(session, sweep_id)
+        name = EVALUATION_SERIES + (figure or sweep.spec["objective"]["metric"])
+        rows = [(trial, job_status) for trial, job_status in sweeps.trial_rows(session, sweep_id) if trial.job_id]
+        points: dict[str, tuple[list[int], list[float]]] = {trial.job_id: ([], []) for trial, _ in rows}
+        if points:
+            for job_id, step, value in session.execute(
+                    select(MetricRow.job_id, MetricRow.step, MetricRow.value)
+                    .where(MetricRow.job_id.in_(list(points)), MetricRow.name == name)
+                    .order_by(MetricRow.job_id, MetricRow.step)):
+                points[job_id][0].append(step)
+                points[job_id][1].append(value)
+    items = [{"number": trial.number, "job_id": trial.job_id, "status": sweeps.live_status(trial, job_status),
+              "steps": points[trial.job_id][0], "values": points[trial.job_id][1]} for trial, job_status in rows]
+    return jsonify({"metric": name, "items": items})
 
 
 @bp.post("/<sweep_id>/cancel")

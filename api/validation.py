@@ -119,6 +119,16 @@ def _unstorable_strings(doc: Any) -> Iterator[str]:
             stack.extend((item, (*path, str(index))) for index, item in enumerate(value))
 
 
+def allow_query(names) -> None:
+    """422 naming the first query parameter that is not one of ``names`` (an endpoint's query
+    model's fields): a mistyped filter must not silently return everything."""
+    allowed = tuple(names)
+    for name in request.args:
+        if name not in allowed:
+            takes = ", ".join(allowed) if allowed else "no query parameters"
+            raise invalid(name[:64], f"unknown query parameter; this endpoint takes {takes}")
+
+
 def query_str(name: str) -> str | None:
     """A query parameter; absent and empty are the same (None)."""
     value = request.args.get(name)

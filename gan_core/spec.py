@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Sequence, get_args
 
 from pydantic import (
     BaseModel,
@@ -82,9 +82,9 @@ class DatasetSpec(_Strict):
     name: DatasetName
     path: str | None = Field(
         None,
-        description="npz: the user's .npz file; image_folder: a zip or tar archive (s3://bucket/x.zip, "
-        "https://host/x.tar.gz) or an S3 prefix ending in '/' (s3://bucket/prefix/) of PNG/JPEG/WebP images. "
-        "Server paths only where the deployment allows them",
+        description="npz: the user's .npz file; image_folder: a zip or tar archive of PNG/JPEG/WebP images, or "
+        "an S3 prefix ending in '/' holding them (URIs with the s3 or https scheme; server paths only where the "
+        "deployment allows them)",
     )
     upload_id: str | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
@@ -208,6 +208,36 @@ class ModelSpec(_Strict):
         return widths
 
 
+# The GAN health detectors (gan_core.health), which are also the reasons a job stopped by one gives.
+HEALTH_REASONS = ("diverged", "discriminator_won", "mode_collapse")
+
+
+class HealthSpec(_Strict):
+    """GAN health (gan_core.health): detectors run every ``every`` steps; a finding is a warning
+    on the job, or stops it when ``stop`` says so. Non-finite losses are always caught."""
+
+    enabled: bool = Field(True, description="run the discriminator-won and mode-collapse detectors")
+    stop: bool | None = Field(
+        None, description="stop the job at a finding (reason diverged, discriminator_won or mode_collapse); "
+        "default: sweep trials stop, other jobs get a warning"
+    )
+    every: int = Field(50, ge=1, le=1_000_000, description="steps between checks (each reads the step statistics "
+                       "back from the device and generates one fixed batch)")
+    min_step: int = Field(500, ge=0, description="no discriminator-won or collapse verdict on steps before this "
+                          "one (at the start D always wins and G's samples are alike)")
+    d_accuracy: float = Field(0.99, gt=0.5, le=1.0, description="D has won when its mean accuracy on real and "
+                              "on fake samples are both at least this over d_window steps")
+    d_window: int = Field(500, ge=1, le=1_000_000, description="steps of the discriminator-won window")
+    samples: int = Field(256, ge=16, le=4096, description="size of the fixed-noise batch the diversity checks "
+                         "generate")
+    diversity_ratio: float = Field(0.2, ge=0.0, lt=1.0, description="collapse when the mean pairwise distance "
+                                   "of G's fixed batch falls below this fraction of the real data's")
+    mode_drop: float = Field(0.5, ge=0.0, lt=1.0, description="2-D mixtures: collapse when the modes the fixed "
+                             "batch covers fall to at most this fraction of the most it covered before")
+    patience: int = Field(3, ge=1, le=1000, description="consecutive checks a collapse must hold before it is "
+                          "reported")
+
+
 class TrainSpec(_Strict):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -242,6 +272,8 @@ class TrainSpec(_Strict):
         "running statistics move, as in pytorch/examples' DCGAN) or 'eval' (the running statistics, left as they "
         "are: Keras' generator.predict)",
     )
+
+    health: HealthSpec = Field(default_factory=HealthSpec, description="GAN health detectors (gan_core.health)")
 
     _steps_limit = _within("steps", "max_steps", "steps")
 
@@ -283,6 +315,10 @@ class ResourcesSpec(_Strict):
 
 class JobSpec(_Strict):
     name: str = Field(..., min_length=1, max_length=120)
+    description: str | None = Field(
+        None, max_length=2000, description="free text: what this spec is for (its first line is the one-line summary "
+        "`ganforge presets` shows)",
+    )
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Loss = "bce"
@@ -396,8 +432,27 @@ def json_schema() -> dict[str, Any]:
     return JobSpec.model_json_schema()
 
 
-def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words."""
+def _fields_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
+    """The field names of the sub-model at ``path`` inside ``model`` ([] where there is none)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        candidates = [field.annotation, *get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def error_details(exc: ValidationError, model: type[BaseModel] | None = None) -> list[dict[str, str]]:
+    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words; an
+    unknown field of ``model`` (JobSpec's errors by default) names the closest known one."""
+    import difflib
+
+    if model is None and exc.title == JobSpec.__name__:
+        model = JobSpec
     details = []
     for err in exc.errors(include_url=False):
         # An empty key (``{"": 1}``) is still named: a field path never has an empty part.
@@ -405,6 +460,11 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
         problem = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             problem = "unknown field"
+            raw = err.get("loc", ())
+            known = _fields_at(model, raw[:-1]) if model is not None and raw else []
+            close = difflib.get_close_matches(str(raw[-1]), known, n=1, cutoff=0.6) if known else []
+            if close:
+                problem += f"; did you mean '{close[0]}'?"
         named = _FIELD_PREFIX.match(problem) if err.get("type") == "value_error" else None
         if named:  # a cross-field check names its field in the message
             loc.append(named.group(1))

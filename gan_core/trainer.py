@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from gan_core import checkpoint as ckpt
-from gan_core import distributed, losses
+from gan_core import distributed, health, losses
 from gan_core.data import DataConfig, Dataset, build_dataset
 from gan_core.distributed import SINGLE, Parallel
 from gan_core.models import EMA, LatentPrior, build_discriminator, build_generator
@@ -56,6 +56,11 @@ class Callbacks:
     def on_checkpoint(self, step: int, checkpoint: dict[str, Any]) -> None: ...
 
     def on_evaluation(self, step: int, results: dict[str, Any]) -> None: ...
+
+    def on_health(self, step: int, findings: list[health.Finding]) -> None:
+        """GAN health detectors fired (see gan_core.health); a service may stop the job."""
+        for finding in findings:
+            log.warning("GAN health at step %d: %s: %s", step, finding.detector, finding.message)
 
     def should_stop(self) -> bool:
         return False
@@ -363,6 +368,7 @@ class Trainer:
             else contextlib.nullcontext()
         )
         self._evaluator = None
+        self.health = self._health_monitor()
         self._rejector: tuple[int, Rejector] | None = None  # (step it was built at, rejector)
         # Multiplies the learning rates; a service halves it after rolling back a divergence.
         self.lr_scale = 1.0
@@ -398,6 +404,23 @@ class Trainer:
         z = self.state.generator.sample_latent(count, gen).to(self.device)
         return z, (labels.to(self.device) if labels is not None else None), nrow
 
+    def _health_monitor(self) -> health.HealthMonitor | None:
+        """The GAN health detectors (rank 0 alone reports), with their own fixed noise batch."""
+        config = self.spec.train.health
+        if not config.enabled or not self.parallel.is_main:
+            return None
+        n, k = config.samples, self.state.num_classes
+        gen = torch.Generator().manual_seed(self.spec.train.seed + 2_000_003)
+        self.health_z = self.state.generator.sample_latent(n, gen).to(self.device)
+        self.health_y = (torch.arange(n) % k).to(self.device) if k else None
+        real, _ = self.data.real_batch(n, seed=1)
+        centers = self.data.centers if self.data.kind == "points" else None
+        monitor = health.HealthMonitor(config, self.spec.loss, real.float().cpu(), centers,
+                                       getattr(self.data, "sigma", None))
+        for detector, why in monitor.skipped.items():
+            log.info("GAN health: %s is not checked (%s)", detector, why)
+        return monitor
+
     def _sync_batchnorm(self) -> bool:
         """Whether batch norm takes its statistics over the global batch (several ranks only)."""
         if not self.parallel.enabled:
@@ -420,6 +443,8 @@ class Trainer:
         total = steps if steps is not None else spec.train.steps
         window: list[dict[str, Tensor]] = []
         window_start, t0 = state.step, time.perf_counter()
+        seen = 0  # rows of the window the health check has read
+        health_every = spec.train.health.every if spec.train.health.enabled else 0
         last_metrics: dict[str, float] = {}
         evaluation = None
         stopped = False
@@ -444,8 +469,17 @@ class Trainer:
             sample_now = step % spec.sample_every == 0 or step == total
             ckpt_now = step % spec.checkpoint_every == 0 or step == total
             eval_now = bool(spec.eval_every) and step % spec.eval_every == 0
-            if log_now or sample_now or ckpt_now or eval_now:
+            flush_now = log_now or sample_now or ckpt_now or eval_now
+            if health_every and step % health_every == 0:
+                # Every health step reads the window's new rows back (one sync) and checks them,
+                # so a NaN stops training within ``every`` steps, not only at the next log.
+                self._check_health(window, window_start, seen, step)
+                seen = len(window)
+            if flush_now:
                 metrics = self._flush(window, window_start, time.perf_counter() - t0)
+                if self.health is not None and seen < len(window):  # the rows _flush read, no second sync
+                    self._observe_steps(window, window_start, seen, self._flushed_rows[seen:])
+                seen = 0
                 if not par.is_main:  # rank 0 alone reports, samples, evaluates and checkpoints
                     window, window_start, t0 = [], step, time.perf_counter()
                     continue
@@ -469,16 +503,43 @@ class Trainer:
             cb.on_evaluation(state.step, evaluation)
         return TrainResult(step=state.step, stopped=stopped, metrics=last_metrics, evaluation=evaluation)
 
+    def _read_rows(self, window: list[dict[str, Tensor]], window_start: int, first: int = 0) -> Tensor:
+        """Statistics of the window's steps from row ``first`` on, read back (one sync) and
+        checked: a non-finite loss raises NonFiniteLossError naming its step."""
+        # The mean over the ranks: each rank's statistics are of its slice (one collective).
+        part = window[first:]
+        rows = self.parallel.mean(torch.stack([torch.stack([s[k] for k in STEP_STATS]) for s in part]).float()).cpu()
+        bad = health.first_non_finite(rows[:, :2])
+        if bad is not None:
+            raise NonFiniteLossError(
+                window_start + first + bad + 1, {k: float(rows[bad, i]) for i, k in enumerate(STEP_STATS[:2])}
+            )
+        return rows
+
+    def _observe_steps(self, window: list[dict[str, Tensor]], window_start: int, first: int,
+                       rows: Tensor | None = None) -> list[health.Finding]:
+        rows = self._read_rows(window, window_start, first) if rows is None else rows
+        real, fake = STEP_STATS.index("acc_real"), STEP_STATS.index("acc_fake")
+        found = self.health.observe_steps(window_start + first + 1, rows[:, real].tolist(), rows[:, fake].tolist())
+        if found:
+            self.callbacks.on_health(window_start + first + len(rows), found)
+        return found
+
+    def _check_health(self, window: list[dict[str, Tensor]], window_start: int, first: int, step: int) -> None:
+        """The GAN health check at ``step``: the new step statistics, then G's fixed batch."""
+        if first >= len(window):
+            return
+        rows = self._read_rows(window, window_start, first)  # every rank: a collective
+        if self.health is None:
+            return
+        self._observe_steps(window, window_start, first, rows)
+        found = self.health.observe_samples(step, self.generate(self.health_z, self.health_y))
+        if found:
+            self.callbacks.on_health(step, found)
+
     def _flush(self, window: list[dict[str, Tensor]], window_start: int, seconds: float) -> dict[str, float]:
         """Read a window's statistics back (one sync), check them, average them."""
-        # The mean over the ranks: each rank's statistics are of its slice (one collective).
-        rows = self.parallel.mean(torch.stack([torch.stack([s[k] for k in STEP_STATS]) for s in window]).float()).cpu()
-        finite = torch.isfinite(rows[:, :2]).all(dim=1)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0, 0])
-            raise NonFiniteLossError(
-                window_start + bad + 1, {k: float(rows[bad, i]) for i, k in enumerate(STEP_STATS[:2])}
-            )
+        rows = self._flushed_rows = self._read_rows(window, window_start)
         means = rows.mean(dim=0)
         metrics = {k: float(means[i]) for i, k in enumerate(STEP_STATS)}
         if self.spec.loss != "wgan-gp":
@@ -500,15 +561,19 @@ class Trainer:
         return metrics
 
     # ---- outputs -------------------------------------------------------------------------
-    @torch.no_grad()
     def generate_fixed(self) -> Tensor:
         """Samples from the fixed noise, in eval mode (batch-norm running statistics)."""
+        return self.generate(self.fixed_z, self.fixed_y)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """The sampling network's output for ``z`` (and labels ``y``) in eval mode, on the CPU."""
         G = self.state.sampling_generator
         was_training = G.training
         G.eval()
         try:
             with self._autocast:
-                out = G(self.fixed_z, self.fixed_y)
+                out = G(z, y)
         finally:
             G.train(was_training)
         return out.float().cpu()

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     presign_ttl_seconds: int = _env("GANFORGE_PRESIGN_TTL", 900)
     # views of finished jobs kept per API process (0: none); api/finished_views.py
     finished_view_cache: int = _env("GANFORGE_FINISHED_VIEW_CACHE", 2048)
+    # ... each for this long: a label edit (PATCH) through another API process shows within it
+    finished_view_seconds: float = _env("GANFORGE_FINISHED_VIEW_SECONDS", 5.0, ge=0)
     max_body_bytes: int = _env("GANFORGE_MAX_BODY_BYTES", 1_000_000)
     max_steps: int = _env("GANFORGE_MAX_STEPS", 1_000_000)
     max_batch_size: int = _env("GANFORGE_MAX_BATCH_SIZE", 4096)
@@ -101,6 +103,8 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = _env("GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3, gt=0)  # download and archive cap
     # files in one image archive, upload or S3 prefix (gan_core.data.archive.ArchiveLimits)
     max_dataset_files: int = _env("GANFORGE_MAX_DATASET_FILES", 100_000, gt=0)
+    # uploaded datasets (POST /v1/datasets) a tenant may keep at once; the store holds each archive
+    max_datasets_per_tenant: int = _env("GANFORGE_MAX_DATASETS_PER_TENANT", 100, gt=0)
 
     # ---- how variables are read ------------------------------------------------------------
     @field_validator("worker_queues", "dataset_s3_buckets", "dataset_https_hosts", mode="before")

@@ -42,7 +42,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gan_core.spec import NO_LIMITS
+from gan_core.spec import HEALTH_REASONS, NO_LIMITS
 from jobs import lifecycle
 from jobs.db import Database
 from jobs.lifecycle import EVALUATION_SERIES, IdempotencyConflict, LifecycleError
@@ -212,7 +212,11 @@ def _sync(spec: SweepSpec, trial: SweepTrial, job: Job | None) -> None:
             trial.status = "failed"
             trial.reason = f"the final evaluation has no finite {spec.objective.metric}"
     elif job.status == "cancelled":
-        trial.status = PRUNED if trial.reason == PRUNED else "cancelled"
+        if trial.reason != PRUNED and job.stop_reason in HEALTH_REASONS:
+            # Stopped by a GAN health detector (the worker, through the cancel path): a pruned
+            # trial whose reason names the detector.
+            trial.reason = job.stop_reason
+        trial.status = PRUNED if trial.reason in (PRUNED, *HEALTH_REASONS) else "cancelled"
         trial.reason = trial.reason or "cancelled"
     else:
         trial.status, trial.reason = "failed", job.error or "failed"

@@ -9,14 +9,14 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from gan_core import checkpoint as ckpt
-from gan_core import distributed, images
+from gan_core import distributed, health, images
 from gan_core.data import DataConfig, DataError, DownloadError
 from gan_core.distributed import SINGLE, Parallel
 from gan_core.quality import quality_score
@@ -49,7 +49,7 @@ class JobReporter(Callbacks):
     when to stop: cancellation (database flag), a worker drain (SIGTERM) or max_runtime_seconds."""
 
     def __init__(self, services: Services, claim: Claim, uploader: Uploader, spec: JobSpec,
-                 runtime_before: float, drain: threading.Event):
+                 runtime_before: float, drain: threading.Event, health_stops: bool = False):
         self.services = services
         self.claim = claim
         self.uploader = uploader
@@ -58,9 +58,16 @@ class JobReporter(Callbacks):
         self.drain = drain
         self.stop_reason: str | None = None  # cancel | drain | max_runtime
         self.cancel_requested = False
+        # GAN health: a finding stops the job (train.health.stop; by default a sweep trial's),
+        # else it is a warning; health_stop is the detector that stopped it.
+        self.health_stops = health_stops
+        self.health_stop: str | None = None
         self._runtime_before = runtime_before
         self._started: float | None = None  # the clock runs while the loop trains (start_clock)
         self._last_beat = time.monotonic()
+        # The trainer's step, read by each heartbeat: progress shows every second, not only at
+        # log_every (runner sets it once the trainer exists).
+        self.current_step: Callable[[], int] | None = None
 
     def start_clock(self) -> None:
         if self._started is None:
@@ -75,7 +82,8 @@ class JobReporter(Callbacks):
 
     def beat(self) -> None:
         self.cancel_requested = with_db_retry(lambda: lifecycle.heartbeat(
-            self.services.db, self.claim.job_id, self.claim.token, self.lease, runtime_seconds=self.runtime()),
+            self.services.db, self.claim.job_id, self.claim.token, self.lease,
+            step=self.current_step() if self.current_step is not None else None, runtime_seconds=self.runtime()),
             self.lease)
         self._last_beat = time.monotonic()
 
@@ -97,6 +105,16 @@ class JobReporter(Callbacks):
         sweep_id = with_db_retry(lambda: lifecycle.record_evaluation(
             self.services.db, self.claim.job_id, self.claim.token, step, results, self.lease), self.lease)
         sweeps.advance_quietly(self.services, sweep_id)
+
+    def on_health(self, step: int, findings: list[health.Finding]) -> None:
+        action = "stopped" if self.health_stops else "warning"
+        entries = [{**finding.as_dict(), "action": action} for finding in findings]
+        for finding in findings:
+            log.warning("job %s: GAN health at step %d: %s (%s): %s", self.claim.job_id, finding.step, finding.detector,
+                        action, finding.message, extra={"job_id": self.claim.job_id})
+        stop = findings[0].detector if self.health_stops else None
+        self.cancel_requested, self.health_stop = with_db_retry(lambda: lifecycle.record_health(
+            self.services.db, self.claim.job_id, self.claim.token, entries, stop), self.lease)
 
     def should_stop(self) -> bool:
         if self.drain.is_set():
@@ -228,18 +246,19 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     with services.db.session() as session:
         job = lifecycle.get(session, job_id)
         spec = spec or lifecycle.load_spec(job.spec, settings)
-        runtime_before, divergences = job.runtime_seconds, job.divergences
+        runtime_before, divergences, tenant = job.runtime_seconds, job.divergences, job.tenant
+        health_stops = spec.train.health.stop if spec.train.health.stop is not None else job.sweep_id is not None
 
     def retention(item) -> None:  # a new checkpoint or a new evaluation score may free older checkpoints
         if item.kind in ("checkpoint", "evaluation"):
             prune_checkpoints(services, claim, spec)
 
     uploader = Uploader(services, claim, settings.data_dir / "spool", after_upload=retention)
-    reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain)
+    reporter = JobReporter(services, claim, uploader, spec, runtime_before, drain, health_stops)
     try:
         data_config = settings.data_config()  # a bad GANFORGE_DATASET_MIRRORS fails the job, naming it
         # user data: allowed sources, size-capped (the other ranks read the same local copy)
-        spec = parallel.share(lambda: datasets.localise(spec, settings, job_id))
+        spec = parallel.share(lambda: _localise(services, claim, spec, tenant, reporter))
         trainer = None
         while True:
             def resume_point() -> tuple[bytes | None, float]:
@@ -249,6 +268,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
 
             resume_bytes, lr_scale = parallel.share(resume_point)
             trainer = _trainer(spec, data_config, reporter, resume_bytes, lr_scale, trainer, parallel)
+            reporter.current_step = lambda trainer=trainer: trainer.state.step
             if resume_bytes is not None:
                 log.info("job %s resumes from step %d", job_id, trainer.state.step)
             try:
@@ -257,6 +277,10 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                 break
             except NonFiniteLossError as exc:  # every rank sees it at the same step (global statistics)
                 def rollback() -> int:
+                    """-2: stopped by GAN health; -1: failed (a second divergence); else the count."""
+                    reporter.on_health(exc.step, [health.diverged(exc.step, exc.values)])
+                    if reporter.health_stop == health.DIVERGED:
+                        return -2  # no rollback: halved learning rates would not be the trial's
                     if divergences >= 1:
                         return -1
                     with reporter.long_operation("drain"):
@@ -269,6 +293,8 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                         f"non-finite loss at step {exc.step}: rolled back to step {back_to}, learning rates halved")
 
                 divergences = parallel.share(rollback)
+                if divergences == -2:
+                    return _diverged(services, claim, reporter, uploader, exc)
                 if divergences < 0:
                     return _fail(services, claim, f"diverged at step {exc.step}")
         if result.stopped:
@@ -302,6 +328,20 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     finally:
         uploader.close()
         datasets.discard(job_id)
+
+
+def _localise(services: Services, claim: Claim, spec: JobSpec, tenant: str, reporter: JobReporter) -> JobSpec:
+    """The spec with its user data made local: an npz copied, an image folder decoded into the
+    data cache (its summary recorded on the job for the job view)."""
+    if spec.dataset.name != "image_folder":
+        return datasets.localise(spec, services.settings, claim.job_id)
+    with reporter.long_operation("prepare dataset"):  # a first decode of a large archive takes minutes
+        localised, summary = datasets.localise_folder(spec, services.settings, claim.job_id, tenant=tenant,
+                                                      db=services.db, storage=services.storage)
+    lifecycle.record_dataset_summary(services.db, claim.job_id, claim.token, summary)
+    log.info("job %s: image_folder with %d images (%d skipped, cache %s)", claim.job_id, summary["images"],
+             summary["skipped"], summary["cache"])
+    return localised
 
 
 def follow_claimed(parallel: Parallel, data_config: DataConfig) -> str:
@@ -382,7 +422,23 @@ def _stopped(services: Services, claim: Claim, spec: JobSpec, trainer: Trainer, 
                              f"stopped at max_runtime_seconds ({runtime}) after {step} steps; generator kept", step=step)
             return "succeeded"
         return _fail(services, claim, f"max_runtime_exceeded: stopped at step {step} after {runtime}", step=step)
-    lifecycle.finish(services.db, job_id, claim.token, "cancelled", f"cancelled at step {step}", step=step)
+    if reporter.health_stop is not None:
+        message = f"stopped at step {step} by GAN health: {reporter.health_stop}"
+    else:
+        message = f"cancelled at step {step}"
+    lifecycle.finish(services.db, job_id, claim.token, "cancelled", message, step=step)
+    return "cancelled"
+
+
+def _diverged(services: Services, claim: Claim, reporter: JobReporter, uploader: Uploader,
+              exc: NonFiniteLossError) -> str:
+    """A non-finite loss stopped the job (GAN health): its weights are not finite, so no
+    checkpoint; the earlier ones land, then the job ends cancelled, stop reason ``diverged``."""
+    with reporter.long_operation("drain"):
+        uploader.drain(services.settings.upload_patience_seconds)
+    reporter.beat()  # the final training time
+    lifecycle.finish(services.db, claim.job_id, claim.token, "cancelled",
+                     f"stopped at step {exc.step} by GAN health: diverged (non-finite loss)", step=exc.step)
     return "cancelled"
 
 

@@ -82,7 +82,7 @@ class ArchiveSummary:
 # ---- names -------------------------------------------------------------------------------------
 
 
-def _safe_name(name: str) -> str | None:
+def safe_member_name(name: str) -> str | None:
     """The member's relative POSIX path, or None for archiver metadata to ignore.
 
     Raises ArchiveError for a path that points outside the archive's own tree."""
@@ -173,7 +173,7 @@ def _zip_members(path: Path, limits: ArchiveLimits, budget: _Budget) -> Iterator
             raise ArchiveError("too_many_files", f"the archive holds more than {limits.max_files} files")
         members = []
         for info in infos:
-            name = _safe_name(info.filename)
+            name = safe_member_name(info.filename)
             if name is None or info.is_dir():
                 continue
             if stat.S_ISLNK(info.external_attr >> 16):
@@ -254,7 +254,7 @@ def _tar_members(path: Path, size: int, limits: ArchiveLimits, budget: _Budget) 
         with archive:
             try:
                 for member in archive:
-                    name = _safe_name(member.name)
+                    name = safe_member_name(member.name)
                     if member.issym() or member.islnk():
                         raise ArchiveError("link", f"member {member.name!r} is a {'symlink' if member.issym() else 'hardlink'}")
                     if member.isdev() or member.isfifo():
@@ -292,7 +292,7 @@ def _folder_members(root: Path, limits: ArchiveLimits, budget: _Budget) -> Itera
                 raise ArchiveError("link", f"{relative!r} is a symlink")
             if entry in dirnames:
                 continue
-            name = _safe_name(relative)
+            name = safe_member_name(relative)
             if name is None:
                 continue
             mode = full.lstat()

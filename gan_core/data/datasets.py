@@ -152,21 +152,29 @@ class PixelDataset(Dataset):
         super().__init__(device, seed)
         if pixels.dtype != np.uint8 or pixels.ndim != 4:
             raise DataError(f"pixels must be uint8 (N, C, H, W), got {pixels.dtype} {pixels.shape}")
-        source = torch.from_numpy(pixels)  # shares the memory map, no copy
         resident = self.device.type != "cpu" and pixels.nbytes <= resident_max_bytes
-        self.pixels = source.to(self.device) if resident else source
+        # On the device: one copy, batches gathered there. Otherwise the (memory-mapped) array
+        # stays where it is and numpy gathers the rows: a few memcpy calls, where torch's
+        # indexing of the same tensor is ~100x slower (per-element kernels, thread start-up).
+        self.pixels = torch.from_numpy(pixels).to(self.device) if resident else None
+        self.array = None if resident else pixels
         self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(self.device) if labels is not None else None
         self.num_classes = num_classes
         self.shape = tuple(pixels.shape[1:])
         self.summary = summary  # image_folder: what was decoded (gan_core.data.folder.FolderSummary)
 
     def __len__(self) -> int:
-        return self.pixels.shape[0]
+        return (self.pixels if self.pixels is not None else self.array).shape[0]
 
     def _gather(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
-        rows = self.pixels[index.to(self.pixels.device)]  # (B, C, H, W) uint8
-        if rows.device != self.device:
-            rows = rows.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else rows.to(self.device)
+        if self.pixels is not None:
+            rows = self.pixels[index]  # (B, C, H, W) uint8, on the device
+        else:
+            rows = torch.from_numpy(np.take(self.array, index.cpu().numpy(), axis=0))
+            if self.device.type == "cuda":
+                rows = rows.pin_memory().to(self.device, non_blocking=True)
+            elif rows.device != self.device:
+                rows = rows.to(self.device)
         images = rows.float().div_(127.5).sub_(1.0)
         return images, None if self.labels is None else self.labels[index.to(self.device)]
 
@@ -266,6 +274,11 @@ def build_dataset(
             raise DataError("the npz dataset needs a file")
         x, y = load_npz(source, config.max_npz_bytes, spec.channels)
         num_classes = int(y.max()) + 1 if y is not None else None
+    elif spec.name == "cifar10":  # binary version (gan_core/data/cifar.py): (N, 3, 32, 32) uint8
+        from gan_core.data.cifar import CLASSES, load_cifar_split
+
+        x, y = load_cifar_split("train", config)
+        num_classes = len(CLASSES)
     elif spec.name in KNOWN_FILES:
         images, y = load_idx_split(spec.name, "train", config)
         x = images[:, None]  # (N, 1, 28, 28)
@@ -305,8 +318,14 @@ def _folder_dataset(spec: DatasetSpec, config: DataConfig, device: torch.device,
 def load_test_images(
     spec: DatasetSpec, config: DataConfig, split: Literal["train", "test"] = "test"
 ) -> tuple[Tensor, Tensor | None] | None:
-    """A split (the test split by default) at native size: images (N, 1, 28, 28) in [-1, 1] and
-    int64 labels, on the CPU; None for datasets without a test split (npz, point mixtures)."""
+    """A split (the test split by default) at native size: images (N, C, H, W) in [-1, 1] and
+    int64 labels, on the CPU; None for datasets without a test split (npz, image folders, point
+    mixtures)."""
+    if spec.name == "cifar10":
+        from gan_core.data.cifar import load_cifar_split
+
+        images, labels = load_cifar_split(split, config)
+        return _to_model_range(images, torch.device("cpu"), None), torch.from_numpy(labels)
     if spec.name not in KNOWN_FILES:
         return None
     images, labels = load_idx_split(spec.name, split, config)

@@ -99,6 +99,15 @@ KNOWN_FILES: dict[str, dict[str, KnownFile]] = {
             ),
         )
     },
+    # CIFAR-10's binary version (gan_core/data/cifar.py): one tar.gz of 170 052 171 bytes. Its page
+    # publishes the md5 c32a1d4ab5d03f1284b67883e8d87530; this sha256 of the same file is the one
+    # TensorFlow Datasets (url_checksums/cifar10.txt), Julia's MLDatasets and gomlx all pin.
+    "cifar10": {
+        "cifar-10-binary.tar.gz": KnownFile(
+            "cifar-10-binary.tar.gz",
+            gz_sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        ),
+    },
 }
 
 DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
@@ -107,12 +116,14 @@ DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
 }
 
 # Debian packages that install a dataset's files under a system dir (see DataConfig.system_dirs).
 DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 
-# A mirror sending more than this for a ~30 MB file is broken or hostile; stop filling the disk.
+# A mirror sending more than this for a dataset file (MNIST's are ~10 MB, CIFAR-10's binary
+# archive 162 MiB) is broken or hostile; stop filling the disk.
 _MAX_DOWNLOAD_BYTES = 256 * 1024**2
 _CHUNK = 1024 * 1024
 

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from gan_core.cli import CLIError
+from gan_core.cli import CLIError, add_command
 from ganforge.cli.follow import submit_and_wait
 from ganforge.client import Client
 
@@ -60,9 +60,28 @@ def _settings():
         raise CLIError(str(exc), 2) from None
 
 
+def _use_data_dir(args: argparse.Namespace) -> None:
+    """--data-dir: the embedded data folder, as GANFORGE_HOME says (and as `up --data-dir` took it)."""
+    if getattr(args, "data_dir", None):
+        os.environ["GANFORGE_HOME"] = str(Path(args.data_dir).expanduser().resolve())
+
+
+def _existing_embedded_database(settings) -> None:
+    """Operator commands read an existing database: a missing SQLite file is a wrong data folder,
+    not an empty database to create."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise CLIError(f"no ganforge database at {url.database}: embedded data lives in {settings.data_dir} "
+                       "($GANFORGE_HOME, default ~/.ganforge). Pass the folder `ganforge up --data-dir` was given "
+                       "with --data-dir (or set GANFORGE_HOME), or start `ganforge up` there once to create it", 2)
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from jobs.migrate import downgrade, upgrade
 
+    _use_data_dir(args)
     settings = _settings()
     if settings.is_embedded:
         settings.ensure_data_dir()
@@ -98,9 +117,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    _use_data_dir(args)
     settings = _settings()
-    if settings.is_embedded:
-        settings.ensure_data_dir()
+    _existing_embedded_database(settings)
     db = Database(settings.database_url)
     try:
         if args.action == "create":
@@ -339,7 +358,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                     raise CLIError(f"the worker exited (code {worker.returncode}); see {settings.data_dir / 'worker.log'}")
 
             code = submit_and_wait(Client(url), args.submit, show_progress=True, json_out=False,
-                                   fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive)
+                                   fetch_to=Path(args.fetch_to) if args.fetch_to else None, alive=worker_alive,
+                                   detach_on_interrupt=False)
             if args.exit_when_done:
                 return code
         while True:
@@ -370,50 +390,68 @@ def _stop(process: subprocess.Popen, grace: float = 30.0) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="run the whole service on this machine (SQLite, local store, serverless broker)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--data-dir", help="where the database, broker and artifacts live (default ~/.ganforge)")
+    data_dir_help = ("the embedded data folder (database, broker, artifacts): default $GANFORGE_HOME, "
+                     "else ~/.ganforge")
+    p = add_command(sub, "up", "run the whole service on this machine: the API and a worker, with SQLite, a local "
+                    "store and a serverless broker in one folder; Ctrl-C or SIGTERM stops both",
+                    ["ganforge up", "ganforge up --port 8081 --data-dir ~/gan-runs",
+                     "ganforge up --submit ring8 --exit-when-done --fetch-to out/"])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (embedded mode: loopback only; "
+                   "default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free one)")
+    p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--devices", type=int, help="devices the embedded worker trains on: jobs of up to N devices "
                    "(default: every visible GPU, or 1 on the CPU; N CPU processes with gloo when there is no GPU)")
     p.add_argument("--queues", help="queues the worker serves (default: from --devices, e.g. cpu,cpu-x2)")
-    p.add_argument("--submit", metavar="SPEC", help="submit this spec once up, and follow it with a progress bar")
+    p.add_argument("--submit", metavar="SPEC", help="submit this spec (a file or a preset's name) once up, and follow "
+                   "it with a progress bar")
     p.add_argument("--exit-when-done", action="store_true", help="with --submit: stop the service when the job ends")
     p.add_argument("--fetch-to", metavar="DIR", help="with --submit: download the sample grids and final generator here")
     p.set_defaults(func=needs_service(cmd_up))
 
-    p = sub.add_parser("api", help="serve the HTTP API (gunicorn in production)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = add_command(sub, "api", "serve the HTTP API alone (gunicorn in production; a thread in embedded mode)",
+                    ["ganforge api --port 8081", "ganforge api --host 0.0.0.0 --workers 4   # GANFORGE_MODE=production"])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--workers", type=int, help="gunicorn worker processes (default: one per CPU)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
     p.set_defaults(func=needs_service(cmd_api))
 
-    p = sub.add_parser("worker", help="run a Celery worker: one per host, training jobs of up to --devices devices")
+    p = add_command(sub, "worker", "run a Celery worker: one per host, training jobs of up to --devices devices",
+                    ["ganforge worker", "ganforge worker --devices 4 --hostname gpu-node-1"])
     p.add_argument("--devices", type=int, help="devices this worker trains on (default: every visible GPU, or 1 on "
                    "the CPU); it takes jobs of 1..N devices, starting N-device jobs through torch's launcher")
     p.add_argument("--queues", help="override the queues served (default: from --devices: gpu,gpu-x2,...,cpu "
                    "or cpu,cpu-x2,...)")
-    p.add_argument("--hostname")
+    p.add_argument("--hostname", help="the worker's name in Celery (default: celery@<host>)")
     p.set_defaults(func=needs_service(cmd_worker))
 
-    p = sub.add_parser("reconcile", help="requeue jobs whose worker died or whose broker message was lost "
-                                         "(workers do this themselves; for cron or maintenance)")
-    p.add_argument("--once", action="store_true", help="one pass, then exit")
-    p.add_argument("--json", action="store_true")
+    p = add_command(sub, "reconcile", "requeue jobs whose worker died or whose broker message was lost "
+                                      "(workers do this themselves; for cron or maintenance)",
+                    ["ganforge reconcile --once --json"])
+    p.add_argument("--once", action="store_true", help="one pass, then exit (default: a pass every "
+                   "GANFORGE_RECONCILE_SECONDS)")
+    p.add_argument("--json", action="store_true", help="each pass's counts as a JSON line")
     p.set_defaults(func=needs_service(cmd_reconcile))
 
-    p = sub.add_parser("keys", help="API keys (operator commands on the database)")
-    keys = p.add_subparsers(dest="action", required=True)
-    k = keys.add_parser("create", help="a new key; printed once, alone on the last line")
-    k.add_argument("--tenant", required=True)
+    p = add_command(sub, "keys", "API keys (operator commands on the database: no API, no key needed)",
+                    ["ganforge keys create --tenant acme", "ganforge keys list --data-dir ~/gan-runs",
+                     "ganforge keys revoke 5b0c..."])
+    keys = p.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
+    k = add_command(keys, "create", "a new key; printed once, alone on the last line of stdout",
+                    ["ganforge keys create --tenant acme", "ganforge keys create --tenant ops --admin"])
+    k.add_argument("--tenant", required=True, help="the tenant the key acts for (lowercase letters, digits, - and _)")
     k.add_argument("--admin", action="store_true", help="may read and cancel every tenant's jobs")
-    keys.add_parser("list", help="every key: id, prefix, tenant, admin, state")
-    k = keys.add_parser("revoke", help="revoke a key by id")
-    k.add_argument("id")
+    k.add_argument("--data-dir", help=data_dir_help)
+    k = add_command(keys, "list", "every key: id, prefix, tenant, admin, state", ["ganforge keys list"])
+    k.add_argument("--data-dir", help=data_dir_help)
+    k = add_command(keys, "revoke", "revoke a key by id", ["ganforge keys revoke 5b0c..."])
+    k.add_argument("id", help="the key's id (from `ganforge keys list`)")
+    k.add_argument("--data-dir", help=data_dir_help)
     p.set_defaults(func=needs_service(cmd_keys))
 
-    p = sub.add_parser("db", help="database migrations")
-    p.add_argument("action", choices=("upgrade", "downgrade"))
-    p.add_argument("revision", nargs="?")
+    p = add_command(sub, "db", "database migrations (Alembic)", ["ganforge db upgrade", "ganforge db downgrade -1"])
+    p.add_argument("action", choices=("upgrade", "downgrade"), help="upgrade or downgrade the schema")
+    p.add_argument("revision", nargs="?", help="target revision (default: head for upgrade, -1 for downgrade)")
+    p.add_argument("--data-dir", help=data_dir_help)
     p.set_defaults(func=needs_service(cmd_db))

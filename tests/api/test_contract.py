@@ -20,7 +20,7 @@ from api.schemas import GenerateRequest
 from gan_core.spec import JobSpec, error_details
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATIONS = 24  # 20 + the four of /v1/datasets
+OPERATIONS = 27  # 20 + the four of /v1/datasets + a sweep's curves + PATCH a job + a job's bundle
 
 
 def test_openapi_is_valid_3_1_and_comes_from_the_models(api):
@@ -36,8 +36,12 @@ def test_openapi_is_valid_3_1_and_comes_from_the_models(api):
     assert set(schemas["JobSpec"]["properties"]) == set(JobSpec.model_fields)
     assert schemas["JobSpec"]["additionalProperties"] is False
     assert set(schemas["GenerateRequest"]["properties"]) == set(GenerateRequest.model_fields)
+    # The submit body: a JobSpec and the job's labels, side by side.
     assert doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/JobSpec"}
+        "$ref": "#/components/schemas/JobSubmission"}
+    assert set(schemas["JobSubmission"]["properties"]) == set(JobSpec.model_fields) | {"tags", "notes"}
+    assert schemas["JobSubmission"]["additionalProperties"] is False
+    assert set(schemas["JobPatch"]["properties"]) == {"tags", "notes"}
     # Every route of the app is described, and nothing else.
     routes = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule) for rule in api.app.url_map.iter_rules()
               if not rule.endpoint.startswith("openapi.") and rule.endpoint != "static"

@@ -117,6 +117,30 @@ def test_an_archive_whose_content_is_over_the_byte_limit_is_a_413(make_api):
     assert stored_keys(api) == []
 
 
+def test_the_archive_is_streamed_never_held_whole_in_memory(make_api, tmp_path):
+    import tracemalloc
+    import zipfile
+
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:  # 24 MiB that do not compress
+        archive.writestr("red/0.png", image_members()["red/0.png"])
+        for i in range(24):
+            archive.writestr(f"noise/{i}.bin", os.urandom(1 << 20))
+    api = make_api(max_dataset_bytes=64 << 20)
+    size = path.stat().st_size
+    with path.open("rb") as body:
+        tracemalloc.start()
+        try:
+            response = api.client.post("/v1/datasets", input_stream=body, content_length=size, content_type=ZIP)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["bytes"] == size and response.get_json()["skipped"] == 24
+    print(f"upload of {size} bytes: peak traced memory {peak} bytes")
+    assert peak < size / 3, f"peak {peak} bytes while uploading {size}"
+
+
 def test_an_upload_may_be_far_larger_than_the_json_body_limit(make_api):
     body = zip_bytes(image_members(per_class=4))
     api = make_api(max_body_bytes=1000)
@@ -217,6 +241,28 @@ def test_delete_is_refused_while_a_job_uses_the_dataset_then_removes_it_and_its_
     assert api.client.post("/v1/jobs", json=folder_spec(created["id"])).status_code == 422
 
 
+@pytest.mark.parametrize("key", [None, "job-1"])
+def test_an_upload_deleted_between_the_check_and_the_insert_is_the_same_422(api, monkeypatch, key):
+    created = upload(api.client, zip_bytes(image_members())).get_json()
+    real_check = job_datasets.check_upload
+    deleted = []
+
+    def check_then_lose_it(session, tenant, spec):  # a DELETE /v1/datasets/{id} that lands just after the check
+        real_check(session, tenant, spec)
+        if not deleted:
+            with api.db.session() as other:
+                other.delete(other.get(Dataset, created["id"]))
+            deleted.append(True)
+
+    monkeypatch.setattr(job_datasets, "check_upload", check_then_lose_it)
+    headers = {"Idempotency-Key": key} if key else {}
+    response = api.client.post("/v1/jobs", json=folder_spec(created["id"]), headers=headers)
+    assert deleted and response.status_code == 422, response.get_json()
+    assert response.get_json()["error"]["details"][0]["field"] == "dataset.upload_id"
+    with api.db.read() as session:
+        assert session.query(Job).count() == 0
+
+
 def test_a_live_sweep_naming_the_dataset_keeps_it(api):
     created = upload(api.client, zip_bytes(image_members())).get_json()
     with api.db.session() as session:
@@ -243,6 +289,21 @@ def test_an_idempotent_upload_is_replayed_and_a_different_body_is_a_409(api):
     # Without the key the same archive is a second dataset.
     assert upload(api.client, body).get_json()["id"] != first.get_json()["id"]
     assert upload(api.client, body, headers={"Idempotency-Key": "bad key\x01"}).status_code == 422
+
+
+def test_a_tenant_keeps_at_most_the_cap_of_uploads(make_api):
+    api = make_api(max_datasets_per_tenant=2)
+    body = zip_bytes(image_members(per_class=1, corrupt=0))
+    first = upload(api.client, body, headers={"Idempotency-Key": "one"}).get_json()
+    assert upload(api.client, body).status_code == 201
+    refused = upload(api.client, body)
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "too_many_datasets"
+    assert "GANFORGE_MAX_DATASETS_PER_TENANT" in refused.get_json()["error"]["message"]
+    assert len(stored_keys(api)) == 2
+    # A retry of an upload already made is still answered; a delete makes room.
+    assert upload(api.client, body, headers={"Idempotency-Key": "one"}).headers["Idempotent-Replayed"] == "true"
+    assert api.client.delete(f"/v1/datasets/{first['id']}").status_code == 204
+    assert upload(api.client, body).status_code == 201
 
 
 def test_the_list_is_paged_newest_first_with_a_cursor(api):

@@ -7,7 +7,7 @@ from api.openapi import build_spec
 
 
 def test_pages_run_under_the_policy_and_inline_scripts_are_refused(page, service):
-    for path, ready in (("/", "#jobs-body"), ("/submit", "#preset"), ("/docs/plain", "h1"),
+    for path, ready in (("/", "#jobs-body"), ("/sweeps", "#sweeps-body"), ("/submit", "#preset"), ("/docs/plain", "h1"),
                         ("/docs", "#operations-jobs-submitJob, .opblock")):
         response = page.goto(f"{service}{path}")
         assert "script-src 'self'" in response.headers["content-security-policy"], path

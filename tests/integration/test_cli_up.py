@@ -22,7 +22,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env() -> dict[str, str]:
+def cli_env() -> dict[str, str]:
+    """The environment a user's shell gives `ganforge`: no GANFORGE_/AWS_ settings of the tests'
+    own, the shared MNIST copy, this checkout's code."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GANFORGE_", "AWS_"))}
     env["GANFORGE_DATA_DIR"] = str(ROOT.parent / "shared" / "datasets")
     env["OMP_NUM_THREADS"] = "1"
@@ -33,7 +35,7 @@ def _env() -> dict[str, str]:
 def _start_up(home: Path, port: int) -> tuple[subprocess.Popen, Path]:
     log = home.parent / f"{home.name}-up.log"
     up = subprocess.Popen([sys.executable, "-m", "ganforge.cli", "up", "--port", str(port), "--data-dir", str(home)],
-                          env=_env(), cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+                          env=cli_env(), cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     return up, log
 
 

@@ -74,7 +74,14 @@ def test_indexes_and_constraints_exist(empty_url):
             "uq_jobs_tenant_idempotency_key": ["tenant", "idempotency_key"],
             "ix_jobs_sweep_id": ["sweep_id"],
             "ix_jobs_dataset_id": ["dataset_id"],
+            "ix_jobs_tags": ["tags"],
+            "ix_jobs_name_trgm": ["name"],
         }
+        if empty_url.startswith("postgresql"):  # the list's ?tag= (jsonb @>) and ?q= (ILIKE) filters
+            options = {ix["name"]: ix.get("dialect_options", {}) for ix in insp.get_indexes("jobs")}
+            assert options["ix_jobs_tags"]["postgresql_using"] == "gin"
+            assert options["ix_jobs_tags"]["postgresql_ops"] == {"tags": "jsonb_path_ops"}
+            assert options["ix_jobs_name_trgm"]["postgresql_ops"] == {"name": "gin_trgm_ops"}
         assert {ix["name"]: ix["unique"] for ix in insp.get_indexes("jobs")}["uq_jobs_tenant_idempotency_key"]
         assert insp.get_pk_constraint("metrics")["constrained_columns"] == ["job_id", "name", "step"]
         uniques = {uc["name"]: uc["column_names"] for uc in insp.get_unique_constraints("artifacts")}
