@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import math
-import re
 import zipfile
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
@@ -36,6 +35,7 @@ from api.read_model import artifacts, job_row
 from api.schemas import job_to_dict
 from api.state import services
 from api.validation import allow_query, check_id
+from ganforge.responses import bundle_filename
 from jobs.models import Metric
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,6 @@ def metric_tables(db, job_id: str) -> tuple[Iterator[bytes], Iterator[bytes]]:
             yield ("\n".join(lines) + "\n").encode()
 
     return as_csv(), as_jsonl()
-
-
-def bundle_filename(name: str, job_id: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:60] or "job"
-    return f"{slug}-{job_id[:8]}.zip"
 
 
 @bp.get("/<job_id>/bundle")

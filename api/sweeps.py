@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field, ValidationError
@@ -20,13 +19,16 @@ from api.auth import principal
 from api.errors import APIError, invalid, not_found
 from api.jobs import _check_upload, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
 from api.limits import check_submission
-from api.schemas import _Out, decode_cursor, encode_cursor, iso
+from api.schemas import decode_cursor, encode_cursor, iso
 from api.state import services
 from api.validation import allow_query, check_id, query_int, query_str
 from jobs import datasets, sweeps
 from jobs.lifecycle import IdempotencyConflict
 from jobs.lifecycle import EVALUATION_SERIES
 from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Metric as MetricRow, Sweep
+from ganforge.responses import (  # noqa: F401  (api.sweeps.SweepOut & co. are the published names)
+    BestTrial, SweepSummary, SweepOut, SweepPage, TrialOut, TrialList, TrialCurve, CurvesOut, SweepStatus, TrialStatus,
+)
 from jobs.sweep_spec import Metric, SweepSpec, SweepSpecError, check_sweep
 
 log = logging.getLogger(__name__)
@@ -34,67 +36,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
-SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TrialStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 
 
-# ---- the contract (api/openapi.py publishes these) ----------------------------------------------
-class BestTrial(_Out):
-    number: int
-    job_id: str | None
-    params: dict[str, Any] = Field(description="the trial's value of each space path")
-    objective: float
-
-
-class SweepSummary(_Out):
-    id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    name: str
-    status: SweepStatus
-    method: Literal["grid", "random", "tpe"]
-    trials: int = Field(description="trials planned (the spec's trials, or the grid's size)")
-    max_parallel: int
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
-class SweepOut(SweepSummary):
-    counts: dict[str, int] = Field(description="trials by status (queued, running, succeeded, failed, cancelled, pruned)")
-    best_trial: BestTrial | None
-    objective: dict[str, str] = Field(description="the spec's objective: metric and direction")
-    spec: dict[str, Any] = Field(description="the SweepSpec as submitted, with defaults filled in")
-
-
-class SweepPage(_Out):
-    items: list[SweepSummary]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
-
-
-class TrialOut(_Out):
-    number: int
-    job_id: str | None = Field(description="the trial's job (GET /v1/jobs/{job_id}); null if its spec was invalid")
-    params: dict[str, Any]
-    objective: float | None = Field(description="the metric of its final evaluation, once it succeeded")
-    status: TrialStatus
-    reason: str | None = Field(description="why it ended other than succeeded: 'pruned', the job's error, ...")
-
-
-class TrialList(_Out):
-    items: list[TrialOut]
-
-
-class TrialCurve(_Out):
-    number: int
-    job_id: str
-    status: TrialStatus
-    steps: list[int]
-    values: list[float]
-
-
-class CurvesOut(_Out):
-    metric: str = Field(description="the series read: eval/<figure>")
-    items: list[TrialCurve] = Field(description="every trial that has a job, in number order (empty series too)")
+# The contract (api/openapi.py publishes these) is in ganforge.responses, shared with the client.
 
 
 class CurvesQuery(BaseModel):

@@ -11,7 +11,7 @@
         for earlier in gf.jobs(tag="demo"):               # every page, newest first
             print(earlier.id, earlier.name, earlier.status)
 
-Answers are the API's own pydantic models (``api.schemas``: ``JobOut``, ``JobSummary``,
+Answers are the API's own pydantic models (``ganforge.responses``: ``JobOut``, ``JobSummary``,
 ``ArtifactList``, …; they also read like the JSON, ``job["status"]``). One ``requests`` session
 carries every call (connections are reused); 429 and 503 answers are retried after their
 ``Retry-After`` by urllib3's ``Retry``. Errors are this module's exceptions, all
@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -36,10 +36,8 @@ from pydantic import BaseModel
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from api.schemas import ArtifactList, CheckpointList, JobOut, JobPage, JobSummary, MetricsOut, PresetList
-
-if TYPE_CHECKING:
-    from api.sweeps import SweepOut, SweepPage, TrialList
+from ganforge.responses import (ArtifactList, CheckpointList, JobOut, JobPage, JobSummary, MetricsOut, PresetList,
+                                SweepOut, SweepPage, TrialList)
 
 __all__ = ["Client", "GanforgeError", "APIError", "NotFound", "RateLimited", "ConnectionFailed", "WaitTimeout",
            "ChecksumMismatch", "jsonable", "TERMINAL"]
@@ -398,34 +396,23 @@ class Client:
         return self.download_to(f"/v1/jobs/{self._id(job)}/bundle", path)
 
     # ---- sweeps -----------------------------------------------------------------------------
-    # (Their models are imported when used: api.sweeps brings the API's views, and torch, along.)
     def submit_sweep(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> SweepOut:
-        from api.sweeps import SweepOut
-
         key = idempotency_key or uuid.uuid4().hex
         return _parse(SweepOut, self._send("POST", "/v1/sweeps", json_body=dict(spec),
                                            headers={"Idempotency-Key": key}))
 
     def sweep(self, sweep_id: str) -> SweepOut:
-        from api.sweeps import SweepOut
-
         return self._get(SweepOut, f"/v1/sweeps/{quote(sweep_id, safe='')}")
 
     def sweeps(self, status: str | None = None, limit: int = 50, cursor: str | None = None) -> SweepPage:
         """One page of the sweep list, newest first."""
-        from api.sweeps import SweepPage
-
         params = {"status": status, "limit": limit, "cursor": cursor}
         return self._get(SweepPage, "/v1/sweeps", {k: v for k, v in params.items() if v is not None})
 
     def sweep_trials(self, sweep_id: str) -> TrialList:
-        from api.sweeps import TrialList
-
         return self._get(TrialList, f"/v1/sweeps/{quote(sweep_id, safe='')}/trials")
 
     def cancel_sweep(self, sweep_id: str) -> SweepOut:
-        from api.sweeps import SweepOut
-
         return _parse(SweepOut, self._send("POST", f"/v1/sweeps/{quote(sweep_id, safe='')}/cancel"))
 
     def sweep_curves(self, sweep_id: str, figure: str | None = None) -> dict[str, Any]:

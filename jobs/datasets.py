@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 from gan_core.data import DataError
 from gan_core.data.archive import safe_member_name
 from gan_core.data.errors import ArchiveError
-from gan_core.data.folder import prepare_folder
+from gan_core.data.folder import find_prepared, prepare_folder
 from gan_core.spec import JobSpec
 from jobs.models import Dataset, Job, Sweep
 from jobs.settings import Settings
@@ -332,8 +332,12 @@ def localise_folder(spec: JobSpec, settings: Settings, job_id: str, *, tenant: s
     cache_dir = settings.data_config().cache_dir
 
     def prepare(source: Path | None, sha256: str | None = None):
-        return prepare_folder(source, cache_dir, data.image_size, data.channels or 3, data.labels or "none",
-                              limits, sha256=sha256)
+        """The decoded entry: found by ``sha256`` when given and cached (``source`` may then be
+        None: the caller downloads nothing), else decoded from ``source``."""
+        args = (data.image_size, data.channels or 3, data.labels or "none")
+        if source is None:
+            return find_prepared(cache_dir, sha256, *args)
+        return prepare_folder(source, cache_dir, *args, limits, sha256=sha256)
 
     work = _folder_work(job_id)
     shutil.rmtree(work, ignore_errors=True)
@@ -372,10 +376,9 @@ def _prepare_upload(dataset_id: str, tenant: str, db, storage, limits, work: Pat
         raise DatasetSourceError("an uploaded dataset needs the service's database and artifact store")
     with db.session() as session:
         key, sha256 = upload_location(session, tenant, dataset_id)
-    try:
-        return prepare(None, sha256)  # decoded by an earlier job: nothing to download
-    except DataError:
-        pass
+    found = prepare(None, sha256)  # decoded by an earlier job: nothing to download
+    if found is not None:
+        return found
     archive = work / "archive"
     archive.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -428,10 +431,9 @@ def _prepare_s3_prefix(source: Source, settings: Settings, limits, work: Path, p
     # The listing (names, sizes, ETags) stands for the content: a second job finds the entry
     # without downloading anything; a changed object changes its ETag and so the entry.
     identity = hashlib.sha256(json.dumps([source.host, source.key, listing]).encode()).hexdigest()
-    try:
-        return prepare(None, identity)
-    except DataError:
-        pass
+    found = prepare(None, identity)
+    if found is not None:
+        return found
     folder = work / "prefix"
     left = limits.max_bytes  # the listing was within it; objects may have grown since
     for relative, key, _, _ in listing:

@@ -204,6 +204,24 @@ def _decoded(members: Iterator[tuple[str, bytes | None]], image_size: int, chann
     yield from flush()
 
 
+def find_prepared(cache_dir: str | os.PathLike[str], sha256: str, image_size: int, channels: int = 3,
+                  labels: str = "none") -> PreparedFolder | None:
+    """The cache entry of the source whose sha256 is given, if an earlier job decoded it (a
+    damaged entry is removed and None returned: it is decoded again)."""
+    entry = cache_entry(cache_dir, cache_key(sha256, image_size, channels, labels))
+    if not is_entry(entry):
+        return None
+    try:
+        meta = read_meta(entry)
+        summary = FolderSummary(**{**meta["summary"], "cache": "hit", "decode_seconds": 0.0})
+    except (DataError, KeyError, TypeError):
+        logger.warning("image_folder cache entry %s is damaged; decoding again", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    logger.info("image_folder %s: %d images from the cache (%s)", sha256[:12], summary.images, entry)
+    return PreparedFolder(entry, summary)
+
+
 def prepare_folder(
     source: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str],
@@ -223,16 +241,10 @@ def prepare_folder(
         if source is None:
             raise DataError("image_folder: neither a source nor its sha256 was given")
         sha256 = source_digest(source, limits)
+    found = find_prepared(cache_dir, sha256, image_size, channels, labels)
+    if found is not None:
+        return found
     entry = cache_entry(cache_dir, cache_key(sha256, image_size, channels, labels))
-    if is_entry(entry):
-        try:
-            meta = read_meta(entry)
-            summary = FolderSummary(**{**meta["summary"], "cache": "hit", "decode_seconds": 0.0})
-            logger.info("image_folder %s: %d images from the cache (%s)", sha256[:12], summary.images, entry)
-            return PreparedFolder(entry, summary)
-        except (DataError, KeyError, TypeError):
-            logger.warning("image_folder cache entry %s is damaged; decoding again", entry)
-            shutil.rmtree(entry, ignore_errors=True)
     if source is None:
         raise DataError("image_folder: the dataset is not in the cache and no source was given")
     return _decode_into(Path(source), entry, sha256, image_size, channels, labels, limits or ArchiveLimits())

@@ -12,8 +12,8 @@ import argparse
 import os
 from typing import Any
 
-from gan_core.cli import CLIError
-from ganforge.cli.client_commands import _call, _client, _out
+from gan_core.cli import CLIError, add_command
+from ganforge.cli.client_commands import _call, _client, _out, add_client_options
 from ganforge.client import archive_type
 
 
@@ -70,28 +70,27 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    datasets = sub.add_parser("datasets", help="uploaded image archives to train on (upload, list, show, delete)")
-    commands = datasets.add_subparsers(dest="datasets_command", required=True)
+    datasets = add_command(sub, "datasets", "uploaded image archives to train on (upload, list, show, delete)",
+                           ["ganforge datasets upload faces.zip --name faces", "ganforge datasets list"])
+    commands = datasets.add_subparsers(dest="datasets_command", required=True, metavar="{upload,list,show,delete}")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        return add_client_options(add_command(commands, name, help, [example]))
 
-    p = command("upload", "upload a .zip, .tar or .tar.gz of images (class sub-folders become labels)")
-    p.add_argument("file")
+    p = command("upload", "upload a .zip, .tar or .tar.gz of images (class sub-folders become labels); prints its id "
+                "for the spec's dataset.upload_id", "ganforge datasets upload faces.zip --name faces")
+    p.add_argument("file", help="the archive: .zip, .tar, .tar.gz or .tgz of PNG/JPEG/WebP images")
     p.add_argument("--name", help="a label for it (default: the file's name)")
     p.add_argument("--idempotency-key", help="a retry with the same key returns the first upload")
     p.set_defaults(func=cmd_upload)
-    p = command("list", "list uploaded datasets, newest first")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
+    p = command("list", "list uploaded datasets, newest first", "ganforge datasets list --limit 10")
+    p.add_argument("--limit", type=int, default=50, help="datasets per page (default 50)")
+    p.add_argument("--cursor", help="the next page: the cursor the previous page printed")
     p.set_defaults(func=cmd_list)
-    p = command("show", "show one uploaded dataset")
-    p.add_argument("id")
+    p = command("show", "show one uploaded dataset (files, images, skipped, classes, bytes)", "ganforge datasets show 3f2a...")
+    p.add_argument("id", help="dataset id")
     p.set_defaults(func=cmd_show)
-    p = command("delete", "delete an uploaded dataset (refused while a queued or running job uses it)")
-    p.add_argument("id")
+    p = command("delete", "delete an uploaded dataset (refused while a queued or running job uses it)",
+                "ganforge datasets delete 3f2a...")
+    p.add_argument("id", help="dataset id")
     p.set_defaults(func=cmd_delete)

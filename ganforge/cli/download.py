@@ -7,7 +7,7 @@ import argparse
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from api.bundle import bundle_filename
+from ganforge.responses import bundle_filename
 from gan_core.cli import CLIError
 from ganforge.cli.client_commands import _call, _client, _out, add_client_options
 

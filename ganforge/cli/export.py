@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from api.bundle import bundle_filename
+from ganforge.responses import bundle_filename
 from gan_core.cli import CLIError
 from ganforge.cli.client_commands import _call, _client, _out, add_client_options
 
