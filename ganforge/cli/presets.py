@@ -2,8 +2,8 @@
 (train, validate, submit, up --submit) also takes a preset's name (``ganforge submit ring8``).
 
 A preset is a spec file in the presets folder, named by its file stem; its ``description``
-field's first line is its summary. The folder is ``ganforge/presets`` where the package ships it
-(installed) and the checkout's top-level ``presets/`` otherwise.
+field's first line is its summary. The folder is the one the package ships
+(``ganforge.resources.presets_dir``: in a wheel or a checkout alike).
 """
 
 from __future__ import annotations
@@ -11,24 +11,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from gan_core.cli import CLIError, add_command
-
-CHECKOUT_PRESETS = Path(__file__).resolve().parents[2] / "presets"
+from ganforge import resources
 
 
 def presets_dir() -> Path | None:
-    try:
-        shipped = Path(str(resources.files("ganforge") / "presets"))
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - a namespace without files()
-        shipped = None
-    for folder in (shipped, CHECKOUT_PRESETS):
-        if folder is not None and folder.is_dir():
-            return folder
-    return None
+    folder = resources.presets_dir()
+    return Path(str(folder)) if folder.is_dir() else None
 
 
 def preset_paths() -> dict[str, Path]:

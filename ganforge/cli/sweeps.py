@@ -12,13 +12,15 @@ from typing import Any
 from gan_core.cli import CLIError, add_command
 from ganforge.cli.client_commands import _call, _client, _out, add_client_options
 from ganforge.client import jsonable
+from ganforge.resources import presets_dir
 
 SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")
 TRIAL_ENDED = ("succeeded", "failed", "cancelled", "pruned")
 
 
-# Ready-made sweeps (presets/sweeps/NAME.json, beside the job presets): `ganforge sweep submit NAME`.
-SWEEP_PRESETS = Path(__file__).resolve().parents[2] / "presets" / "sweeps"
+# Ready-made sweeps (presets/sweeps/NAME.json, beside the job presets and shipped with them):
+# `ganforge sweep submit NAME`.
+SWEEP_PRESETS = Path(str(presets_dir() / "sweeps"))
 
 
 def _read(path: str) -> dict[str, Any]:
