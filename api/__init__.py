@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """A configured app. Without ``services`` they are built from ``settings`` (default: the
     environment); with ``services``, their settings are used and ``settings`` must be None or
     the same object."""
-    from api import artifacts, auth, dashboard, headers, health, job_media, jobs, openapi, presets, sweeps
+    from api import artifacts, auth, bundle, dashboard, datasets, headers, health, job_media, jobs, openapi, presets, sweeps
     from api import logging as api_logging
     from api.errors import register_error_handlers
     from api.finished_views import FinishedViews
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json = OrjsonProvider(app)  # keeps fields in the order the schemas write them, compact
     app.extensions[SERVICES] = services
     app.extensions[SIGNER] = URLSigner(secret)
-    app.extensions[FINISHED_VIEWS] = FinishedViews(settings.finished_view_cache)
+    app.extensions[FINISHED_VIEWS] = FinishedViews(settings.finished_view_cache, settings.finished_view_seconds)
     runtime = GenerationRuntime()
     app.extensions[GENERATION] = runtime
 
@@ -58,8 +58,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(jobs.bp)
     app.register_blueprint(artifacts.bp)
     app.register_blueprint(job_media.bp)
+    app.register_blueprint(bundle.bp)
     app.register_blueprint(presets.bp)
     app.register_blueprint(sweeps.bp)
+    app.register_blueprint(datasets.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(openapi.bp)
     return app

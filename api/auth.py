@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
+from cachetools import TTLCache
 from flask import Flask, g, request
 from sqlalchemy import Select
 
@@ -31,36 +32,39 @@ LOCAL_ADMIN = Principal(tenant="default", is_admin=True, key_id=None)
 # Endpoints anyone may call: probes, the API description, the dashboard's page shells and their
 # scripts (they hold no data: the pages read everything through the API with the user's key).
 # (Presigned artifact URLs are checked by their signature in api.artifacts instead.)
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "openapi.spec", "openapi.docs", "static",
-                              "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page"})
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "openapi.spec", "openapi.docs", "openapi.docs_plain",
+                              "openapi.docs_asset", "static",
+                              "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page",
+                              "dashboard.sweeps_page", "dashboard.sweep_page"})
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ganforge"'}
 
 
 class KeyCache:
-    """key → Principal | None for ``ttl`` seconds. Bounded: cleared when full (a flood of random
-    keys costs one query each, never unbounded memory)."""
+    """key → Principal | None for ``ttl`` seconds (cachetools' TTLCache). Bounded: the least
+    recently used entry goes when full, so a flood of random keys costs one query each, never
+    unbounded memory. Unknown keys are cached too (as None)."""
 
     def __init__(self, db: Database, ttl: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.db = db
         self.ttl = ttl
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
-        self._lock = threading.Lock()
+        self._entries: TTLCache[str, Principal | None] | None = (
+            TTLCache(maxsize=max_entries, ttl=ttl, timer=clock) if ttl > 0 else None)
+        self._lock = threading.Lock()  # TTLCache is not thread-safe (reads expire and reorder)
 
     def lookup(self, key: str) -> Principal | None:
-        now = self.clock()
-        if self.ttl > 0:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
+        if self._entries is None:
+            return principal_for(self.db, key)
+        with self._lock:
+            hit = self._entries.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit
         found = principal_for(self.db, key)
-        if self.ttl > 0:
-            with self._lock:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                self._entries[key] = (now + self.ttl, found)
+        with self._lock:
+            self._entries[key] = found
         return found
+
+
+_MISSING: Any = object()
 
 
 def _bearer() -> str | None:

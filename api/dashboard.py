@@ -1,4 +1,5 @@
-"""The browser dashboard under ``/``: jobs list, one job's page, the submit page.
+"""The browser dashboard under ``/``: jobs list, one job's page, the submit page, sweeps list and
+one sweep's page.
 
 The pages are thin HTML shells; their scripts (api/static/) read everything through the /v1
 JSON API with fetch(), sending ``Authorization: Bearer <key>`` when the user has stored a key.
@@ -36,3 +37,15 @@ def job_page(job_id: str):
 @bp.get("/submit")
 def submit_page():
     return render_template("submit.html", page="submit")
+
+
+@bp.get("/sweeps")
+def sweeps_page():
+    return render_template("sweeps.html", page="sweeps")
+
+
+@bp.get("/sweeps/<sweep_id>")
+def sweep_page(sweep_id: str):
+    # As a job's page: the API decides whether the key may see it.
+    status = 200 if _ID.fullmatch(sweep_id) else 404
+    return render_template("sweep.html", page="sweep", sweep_id=sweep_id), status

@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
 from gan_core.checkpoint import CheckpointError
 from gan_core.sampling import LoadedGenerator, generate, load_generator, samples_png
@@ -45,7 +45,8 @@ class GenerationRuntime:
         self.inline_max = inline_max
         self.cache_size = cache_size
         self.loads = 0  # generators built from bytes so far (the cache's misses)
-        self._cache: OrderedDict[tuple[str, str], LoadedGenerator] = OrderedDict()
+        # Not thread-safe by itself (a read reorders): every access holds _cache_lock.
+        self._cache: LRUCache[tuple[str, str], LoadedGenerator] = LRUCache(maxsize=max(1, cache_size))
         self._cache_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(threads + backlog)
         self._executor: ThreadPoolExecutor | None = None
@@ -60,9 +61,9 @@ class GenerationRuntime:
         """
         key = (artifact_id, sha256)
         with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
         # Built outside the lock: two first requests may both load; the second insert wins.
         try:
             loaded = load_generator(read())
@@ -72,9 +73,6 @@ class GenerationRuntime:
         with self._cache_lock:
             self.loads += 1
             self._cache[key] = loaded
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
         return loaded
 
     # ---- running ------------------------------------------------------------------------------

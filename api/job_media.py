@@ -21,9 +21,9 @@ from api.errors import APIError, invalid
 from api.generation import Busy, label_problem
 from api.jobs import _invalid_body, _object_body, _require_job, load_job_generator
 from api.read_model import artifacts, downsample
-from api.schemas import InterpolateRequest
+from api.schemas import InterpolateRequest, TimelineQuery
 from api.state import generation, services
-from api.validation import check_id, query_int
+from api.validation import allow_query, check_id, query_int
 from gan_core.images import MIXTURE_EXTENTS, gif_bytes, scatter_png
 from gan_core.sampling import interpolate, samples_png
 
@@ -40,6 +40,7 @@ def samples_gif(job_id: str):
     """The fixed-noise grids as one animated GIF, at most ``max_frames`` of them evenly picked
     (the first and last always kept), each shown ``frame_ms``."""
     check_id(job_id, "job")
+    allow_query(TimelineQuery.model_fields)
     max_frames = query_int("max_frames", DEFAULT_GIF_FRAMES, 2, MAX_GIF_FRAMES)
     frame_ms = query_int("frame_ms", 250, 20, 5000)
     svc = services()

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import read_model
@@ -25,7 +26,14 @@ from api.errors import APIError, invalid, not_found
 from api.generation import Busy, UnusableCheckpoint, label_problem, render
 from api.limits import check_submission
 from api.schemas import (
+    MAX_TAGS,
+    TAG,
+    TAG_RULE,
     GenerateRequest,
+    JobPatch,
+    JobSubmission,
+    ListJobsQuery,
+    MetricsQuery,
     artifact_to_dict,
     decode_cursor,
     encode_cursor,
@@ -34,9 +42,9 @@ from api.schemas import (
     json_safe,
 )
 from api.state import finished_views, generation, services, signer
-from api.validation import check_id, json_body, query_int, query_str
+from api.validation import allow_query, check_id, json_body, query_int, query_str
 from gan_core.rejection import RejectionError
-from gan_core.spec import JobSpec, error_details
+from gan_core.spec import error_details
 from jobs import datasets, lifecycle
 from jobs.models import STATUSES, Artifact, Job
 from jobs.storage import StorageError
@@ -52,8 +60,8 @@ MAX_POINTS = 100_000
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def _invalid_body(code: str, exc: ValidationError, what: str) -> APIError:
-    details = error_details(exc)
+def _invalid_body(code: str, exc: ValidationError, what: str, unknown_field: str = "unknown field") -> APIError:
+    details = [{**d, "problem": unknown_field} if d["problem"] == "unknown field" else d for d in error_details(exc)]
     first = details[0]
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return APIError(422, code, f"invalid {what}: {first['field']}: {first['problem']}{more}", details)
@@ -111,6 +119,15 @@ def _download(artifact: Artifact) -> dict[str, Any]:
     return artifact_to_dict(artifact, url, expires_at)
 
 
+def _check_upload(spec: JobSpec, tenant: str, field: str = "dataset.upload_id", code: str = "invalid_spec") -> None:
+    """422 naming ``field`` unless the uploaded dataset the spec names (if any) is the tenant's."""
+    with services().db.read() as session:
+        try:
+            datasets.check_upload(session, tenant, spec)
+        except datasets.UploadNotFound as exc:
+            raise invalid(field, str(exc), code=code) from None
+
+
 # ---- jobs ---------------------------------------------------------------------------------------
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as the IETF draft's examples
 
@@ -137,8 +154,8 @@ def submit_job():
     svc = services()
     key = _idempotency_key()
     doc = _object_body("invalid_spec", "job spec")
-    try:
-        spec = JobSpec.model_validate(doc, context=svc.settings.spec_limits)
+    try:  # the spec and the job's labels (tags, notes) side by side in one body
+        spec, labels = JobSubmission.model_validate(doc, context=svc.settings.spec_limits).split()
     except ValidationError as exc:
         raise _invalid_body("invalid_spec", exc, "job spec") from None
     try:
@@ -146,15 +163,21 @@ def submit_job():
     except datasets.DatasetSourceError as exc:
         raise invalid("dataset.path", str(exc), code="invalid_spec") from None
     who = principal()
+    _check_upload(spec, who.tenant)
     body_hash = None
     if key is not None:
         body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     try:
         submitted = lifecycle.submit_idempotent(
-            svc.db, spec, who.tenant, key, body_hash, auto_queue="cpu",
+            svc.db, spec, who.tenant, key, body_hash, auto_queue="cpu", tags=labels.tags, notes=labels.notes,
             admit=lambda session: check_submission(session, svc.settings, who.tenant))  # 429 past a per-tenant limit
     except lifecycle.IdempotencyConflict as exc:  # this key was used with another body (maybe by a racing request)
         raise _idempotency_conflict(exc) from None
+    except (IntegrityError, lifecycle.LifecycleError):
+        # The upload was deleted between the check above and the insert (its foreign key refused
+        # the job): the same 422 as if it had been gone before.
+        _check_upload(spec, who.tenant)
+        raise
     job_id, queue, created = submitted.job_id, submitted.queue, submitted.created
     limit_headers = submitted.admitted or {}
     # Only now is the row committed: a worker handed the id can always find the job.
@@ -179,8 +202,25 @@ def submit_job():
     return response
 
 
+def _tag_filter() -> list[str]:
+    tags = list(dict.fromkeys(request.args.getlist("tag")))
+    if len(tags) > MAX_TAGS:
+        raise invalid("tag", "too many tags at once")
+    for tag in tags:
+        if not TAG.fullmatch(tag):
+            raise invalid("tag", f"{tag[:70]!r} is not a tag ({TAG_RULE})")
+    return tags
+
+
 @bp.get("")
 def list_jobs():
+    """Newest first, a page at a time; ``status``, ``tag`` (repeatable: all of them) and ``q`` (a
+    part of the name, any case) filter."""
+    allow_query(ListJobsQuery.model_fields)
+    tags = _tag_filter()
+    q = query_str("q")
+    if q is not None and len(q) > 120:
+        raise invalid("q", "at most 120 characters (a job name is no longer)")
     status = query_str("status")
     if status is not None and status not in STATUSES:
         raise invalid("status", f"must be one of {', '.join(STATUSES)}")
@@ -192,8 +232,9 @@ def list_jobs():
             after = decode_cursor(cursor)
         except ValueError:
             raise invalid("cursor", "not a cursor from this API; start again without it") from None
-    stmt = read_model.job_page(scoped, status, after, limit)
-    with services().db.read() as session:
+    db = services().db
+    stmt = read_model.job_page(scoped, status, after, limit, tags, q, db.engine.dialect.name)
+    with db.read() as session:
         rows = session.execute(stmt).all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
@@ -209,6 +250,28 @@ def get_job(job_id: str):
         return jsonify(view)
     with services().db.read_connection() as conn:
         return jsonify(_job_view(conn, job_id))
+
+
+@bp.patch("/<job_id>")
+def update_job(job_id: str):
+    """Replace the job's ``tags`` and/or ``notes`` (whatever its status); any other field is a 422
+    naming it: the spec of a submitted job never changes."""
+    check_id(job_id, "job")
+    doc = _object_body("invalid_request", "job update")
+    try:
+        patch = JobPatch.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid_body("invalid_request", exc, "job update", "cannot be changed; only tags and notes can") from None
+    if not patch.model_fields_set:
+        raise invalid("(root)", "give tags and/or notes", code="invalid_request")
+    svc = services()
+    who = principal()
+    # JobNotFound (also another tenant's job) → 404
+    lifecycle.set_labels(svc.db, job_id, None if who.is_admin else who.tenant,
+                         {name: getattr(patch, name) for name in patch.model_fields_set})
+    finished_views().discard(job_id)  # this process; the others' copies expire (finished_view_seconds)
+    with svc.db.session() as session:
+        return jsonify(_job_view(session.connection(), job_id))
 
 
 @bp.post("/<job_id>/cancel")
@@ -247,6 +310,7 @@ def job_metrics(job_id: str):
     (only points after that step, exclusive: pass the last step you have), ``max_points``
     (evenly strided per series, first and last kept)."""
     check_id(job_id, "job")
+    allow_query(MetricsQuery.model_fields)
     names = _metric_names()
     since_step = query_int("since_step", None, 0)
     max_points = query_int("max_points", None, 2, MAX_POINTS)
@@ -267,6 +331,7 @@ def job_metrics(job_id: str):
 def job_samples(job_id: str):
     """Sample grids by step, each with a URL valid for ``presign_ttl_seconds``."""
     check_id(job_id, "job")
+    allow_query(())
     with services().db.read() as session:
         _require_job(session, job_id)
         grids = read_model.artifacts(session, job_id, "sample_grid")
@@ -289,6 +354,7 @@ def job_checkpoints(job_id: str):
     """Training checkpoints by step in ``items``; the final generator file (written when the job
     succeeds) under ``final`` (null until then)."""
     check_id(job_id, "job")
+    allow_query(())
     with services().db.read() as session:
         _require_job(session, job_id)
         checkpoints = read_model.artifacts(session, job_id, "checkpoint")

@@ -1,7 +1,9 @@
 """The API's OpenAPI 3.1 description, assembled from the pydantic models the views validate
 with (``JobSpec``, ``GenerateRequest``) and answer with (``api.schemas``): no schema here is
-written by hand. Served at ``/openapi.json``; ``/docs`` renders it as one HTML page on the
-server (no JavaScript, no CDN: it works offline and behind a strict CSP).
+written by hand. Served at ``/openapi.json``; ``/docs`` shows it in Swagger UI, whose files come
+from the flask-swagger-ui package and are served by this app (no CDN: it works offline and under
+the pages' strict Content-Security-Policy); ``/docs/plain`` renders it as one HTML page on the
+server for readers without JavaScript.
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 import html
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+import flask_swagger_ui
+from flask import Blueprint, Response, abort, jsonify, send_from_directory
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api import datasets as ds
 from api import schemas as s
 from api import sweeps as sw
 from gan_core.spec import JobSpec
@@ -44,6 +49,32 @@ RATE_HEADERS = {
 }
 
 
+# Operations are grouped by the first segment after /v1 (probes: "service").
+TAGS = [
+    {"name": "jobs", "description": "Training jobs: submit, read, cancel, metrics, artifacts, sampling"},
+    {"name": "sweeps", "description": "Searches over job specs whose trials are jobs"},
+    {"name": "artifacts", "description": "Stored bytes, by signed URL or with an API key"},
+    {"name": "presets", "description": "Ready-made job specs"},
+    {"name": "service", "description": "Liveness and readiness probes"},
+]
+REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": False,
+              "description": "echoed back; a sane caller-chosen id (1-64 of [A-Za-z0-9._:-]) is kept, else one is made",
+              "schema": {"type": "string", "maxLength": 64}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "description": "a retried POST with the same key and body returns what the first one made "
+                                  "(with Idempotent-Replayed: true); the same key with another body is a 409",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+RESPONSE_HEADERS = {"X-Request-ID": {"description": "the request's id, also in the server's log lines",
+                                     "schema": {"type": "string"}}}
+REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` when this answer replays an earlier request "
+                                                         "with the same Idempotency-Key", "schema": {"type": "string"}}}
+
+
+def _tag(path: str) -> str:
+    parts = path.strip("/").split("/")
+    return parts[1] if parts[0] == "v1" else "service"
+
+
 def _json(ref: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": ref}}
 
@@ -70,9 +101,10 @@ def _id_param(name: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def build_spec() -> dict[str, Any]:
-    inputs = [JobSpec, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
+    inputs = [JobSpec, s.JobSubmission, s.JobPatch, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
     outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
-               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList]
+               s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList, sw.CurvesOut,
+               ds.DatasetOut, ds.DatasetPage]
     refs, definitions = models_json_schema(
         [(m, "validation") for m in inputs] + [(m, "serialization") for m in outputs], ref_template=REF
     )
@@ -88,9 +120,11 @@ def build_spec() -> dict[str, Any]:
 
     def op(summary: str, ok: dict[str, Any], errs: tuple[int, ...], *, body: type[BaseModel] | None = None,
            params: list[dict[str, Any]] | None = None, public: bool = False, op_id: str) -> dict[str, Any]:
-        operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": {**ok, **errors(*errs)}}
-        if params:
-            operation["parameters"] = params
+        responses = {**ok, **errors(*errs)}
+        for response in responses.values():
+            response["headers"] = {**response.get("headers", {}), **RESPONSE_HEADERS}
+        operation: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses,
+                                     "parameters": [*(params or ()), REQUEST_ID]}
         if body is not None:
             operation["requestBody"] = {"required": True, "content": _json(ref(body, "validation"))}
         if public:
@@ -99,19 +133,23 @@ def build_spec() -> dict[str, Any]:
 
     auth_errs = (401,)
     job = [_id_param("job_id")]
-    binary = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+    # format: binary beside contentMediaType: generators (openapi-python-client) map it to a file type.
+    binary = {"schema": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}}
     paths = {
         "/v1/jobs": {
             "post": op("Submit a training job", {"201": {"description": "queued", "content": _json(ref(s.JobOut)),
                                                         "headers": {"Location": {"schema": {"type": "string"}},
                                                                     **RATE_HEADERS}}},
-                       (400, *auth_errs, 413, 415, 422, 429), body=JobSpec, op_id="submitJob"),
+                       (400, *auth_errs, 413, 415, 422, 429), body=s.JobSubmission, op_id="submitJob"),
             "get": op("List jobs, newest first", {"200": {"description": "a page", "content": _json(ref(s.JobPage))}},
                       (*auth_errs, 422), params=_query_parameters(s.ListJobsQuery), op_id="listJobs"),
         },
         "/v1/jobs/{job_id}": {
             "get": op("Read a job (spec, progress, history)", {"200": {"description": "the job", "content": _json(ref(s.JobOut))}},
                       (*auth_errs, 404), params=job, op_id="getJob"),
+            "patch": op("Change a job's tags and notes (nothing else of a job changes)",
+                        {"200": {"description": "the job", "content": _json(ref(s.JobOut))}},
+                        (400, *auth_errs, 404, 413, 415, 422), body=s.JobPatch, params=job, op_id="updateJob"),
         },
         "/v1/jobs/{job_id}/cancel": {
             "post": op("Cancel a job", {"200": {"description": "cancelled, or cancellation requested",
@@ -136,6 +174,12 @@ def build_spec() -> dict[str, Any]:
             "get": op("Training logs of the job's multi-device attempts, one per attempt, with presigned URLs",
                       {"200": {"description": "logs by attempt (step)", "content": _json(ref(s.ArtifactList))}},
                       (*auth_errs, 404, 503), params=job, op_id="jobLogs"),
+        },
+        "/v1/jobs/{job_id}/bundle": {
+            "get": op("The whole job as one zip (streamed): job.json, spec.json, metrics.csv and .jsonl, sample "
+                      "grids, the final generator, evaluation reports",
+                      {"200": {"description": "a zip archive", "content": {"application/zip": binary}}},
+                      (*auth_errs, 404, 422), params=job, op_id="jobBundle"),
         },
         "/v1/jobs/{job_id}/generate": {
             "post": op("Generate samples from a checkpoint",
@@ -174,10 +218,39 @@ def build_spec() -> dict[str, Any]:
             "get": op("A sweep's trials in order", {"200": {"description": "the trials", "content": _json(ref(sw.TrialList))}},
                       (*auth_errs, 404), params=[_id_param("sweep_id")], op_id="sweepTrials"),
         },
+        "/v1/sweeps/{sweep_id}/curves": {
+            "get": op("Every trial's learning curve (the eval/<figure> series of its periodic evaluations)",
+                      {"200": {"description": "the curves", "content": _json(ref(sw.CurvesOut))}},
+                      (*auth_errs, 404, 422), params=[_id_param("sweep_id"), *_query_parameters(sw.CurvesQuery)],
+                      op_id="sweepCurves"),
+        },
         "/v1/sweeps/{sweep_id}/cancel": {
             "post": op("Cancel a sweep and its queued and running trials",
                        {"200": {"description": "cancelled", "content": _json(ref(sw.SweepOut))}},
                        (*auth_errs, 404, 409), params=[_id_param("sweep_id")], op_id="cancelSweep"),
+        },
+        "/v1/datasets": {
+            "post": {**op("Upload an archive of images (zip, tar or gzip tar) to train on as dataset.upload_id",
+                          {"201": {"description": "checked and stored", "content": _json(ref(ds.DatasetOut)),
+                                   "headers": {"Location": {"schema": {"type": "string"}}}}},
+                          (400, *auth_errs, 409, 413, 415, 422, 503), params=_query_parameters(ds.UploadQuery),
+                          op_id="uploadDataset"),
+                     "requestBody": {"required": True, "content": {
+                         media: {"schema": {"type": "string", "format": "binary", "contentMediaType": media}}
+                         # octet-stream: the format is read from the archive's first bytes
+                         for media in ("application/zip", "application/x-tar", "application/gzip",
+                                       "application/octet-stream")}}},
+            "get": op("List uploaded datasets, newest first",
+                      {"200": {"description": "a page", "content": _json(ref(ds.DatasetPage))}},
+                      (*auth_errs, 422), params=_query_parameters(ds.ListDatasetsQuery), op_id="listDatasets"),
+        },
+        "/v1/datasets/{dataset_id}": {
+            "get": op("Read an uploaded dataset (files, images, skipped, classes, bytes)",
+                      {"200": {"description": "the dataset", "content": _json(ref(ds.DatasetOut))}},
+                      (*auth_errs, 404), params=[_id_param("dataset_id")], op_id="getDataset"),
+            "delete": op("Delete an uploaded dataset and its archive",
+                         {"204": {"description": "deleted"}},
+                         (*auth_errs, 404, 409), params=[_id_param("dataset_id")], op_id="deleteDataset"),
         },
         "/v1/presets": {
             "get": op("Ready-made job specs", {"200": {"description": "the presets",
@@ -203,12 +276,23 @@ def build_spec() -> dict[str, Any]:
                                "503": {"description": "not ready", "content": _json(ref(s.Readiness))}}, (),
                               public=True, op_id="readyz")},
     }
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            operation["tags"] = [_tag(path)]
+            if method == "post" and path in ("/v1/jobs", "/v1/sweeps"):
+                operation["parameters"].insert(0, IDEMPOTENCY_KEY)
+                for status in ("200", "201"):
+                    if status in operation["responses"]:
+                        operation["responses"][status]["headers"].update(REPLAYED_HEADER)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ganforge", "version": "1",
                  "description": "GAN training jobs over HTTP. Send `Authorization: Bearer <key>` (keys come from "
                                 "`ganforge keys create`); an embedded deployment without keys ignores it."},
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        # Relative: the document describes whichever server answered it (embedded, compose, behind a proxy).
+        "servers": [{"url": "/", "description": "the server that served this document"}],
+        "tags": TAGS,
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {
@@ -255,7 +339,10 @@ def render_docs(doc: dict[str, Any]) -> str:
                                f"</td><td>{_schema_name(p['schema'])}</td><td>{_e(p.get('description', ''))}</td></tr>")
                 out.append("</table>")
             if "requestBody" in operation:
-                out.append(f"<p>Body: {_schema_name(operation['requestBody']['content']['application/json']['schema'])}</p>")
+                content = operation["requestBody"]["content"]
+                body = (_schema_name(content["application/json"]["schema"]) if "application/json" in content
+                        else " or ".join(f"<code>{_e(media)}</code>" for media in content))
+                out.append(f"<p>Body: {body}</p>")
             out.append("<ul>")
             for status, response in operation["responses"].items():
                 kinds = ", ".join(_schema_name(c["schema"]) if "$ref" in c.get("schema", {}) else _e(t)
@@ -274,6 +361,31 @@ def _docs_html() -> str:
     return render_docs(build_spec())
 
 
+@bp.get("/docs/plain")
+def docs_plain():
+    return Response(_docs_html(), mimetype="text/html")
+
+
+# ---- /docs: Swagger UI ----------------------------------------------------------------------------
+SWAGGER_UI_DIST = Path(flask_swagger_ui.__file__).parent / "dist"
+SWAGGER_UI_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js"})
+SWAGGER_PAGE = ("<!doctype html><html><head><meta charset='utf-8'><title>ganforge API</title>"
+                "<link rel='stylesheet' href='/docs/assets/swagger-ui.css'></head><body>"
+                "<noscript><p>This viewer needs JavaScript: read <a href='/docs/plain'>the plain page</a> "
+                "or <a href='/openapi.json'>/openapi.json</a>.</p></noscript>"
+                "<div id='swagger-ui'></div>"
+                # Files, not inline code: the page's Content-Security-Policy runs only the app's own files.
+                "<script src='/docs/assets/swagger-ui-bundle.js'></script>"
+                "<script src='/static/docs-init.js'></script></body></html>")
+
+
 @bp.get("/docs")
 def docs():
-    return Response(_docs_html(), mimetype="text/html")
+    return Response(SWAGGER_PAGE, mimetype="text/html")
+
+
+@bp.get("/docs/assets/<name>")
+def docs_asset(name: str):
+    if name not in SWAGGER_UI_FILES:
+        abort(404)
+    return send_from_directory(SWAGGER_UI_DIST, name, max_age=86400)

@@ -4,12 +4,13 @@ tenant scope, URLs and serialisation."""
 
 from __future__ import annotations
 
+import json
 from collections import namedtuple
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Sequence
 
-from sqlalchemy import bindparam, func, literal_column, select, tuple_
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import and_, bindparam, cast, exists, func, literal, literal_column, select, tuple_
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -88,12 +89,36 @@ def job_row(conn: Connection, job_id: str, tenant: str | None) -> tuple[Any, lis
     return job, list(conn.execute(_EVENTS, params))
 
 
-def job_page(scope, status: str | None, after: tuple[datetime, str] | None, limit: int):
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def has_tags(tags: Sequence[str], dialect: str):
+    """The condition "the job has every one of ``tags``". PostgreSQL: jsonb containment
+    (``tags @> '["a", "b"]'``), which the GIN index ix_jobs_tags answers; SQLite: one lookup in
+    the row's array per tag (json_each)."""
+    if dialect == "postgresql":
+        return Job.tags.op("@>")(cast(literal(json.dumps(list(tags))), JSONB))
+    conditions = []
+    for tag in tags:
+        each = func.json_each(Job.tags).table_valued("value")
+        conditions.append(exists(select(1).select_from(each).where(each.c.value == tag)))
+    return and_(*conditions)
+
+
+def job_page(scope, status: str | None, after: tuple[datetime, str] | None, limit: int,
+             tags: Sequence[str] = (), q: str | None = None, dialect: str = "sqlite"):
     """The statement of one page of the job list, newest first, at most ``limit + 1`` rows (one
-    more tells whether another page follows); ``scope`` adds the caller's tenant filter."""
+    more tells whether another page follows); ``scope`` adds the caller's tenant filter. ``tags``:
+    jobs with all of them; ``q``: jobs whose name holds it, in any case (ILIKE, which the trigram
+    index ix_jobs_name_trgm serves on PostgreSQL)."""
     stmt = scope(select(*SUMMARY_COLUMNS))
     if status is not None:
         stmt = stmt.where(Job.status == status)
+    if tags:
+        stmt = stmt.where(has_tags(tags, dialect))
+    if q:
+        stmt = stmt.where(Job.name.ilike(f"%{_like_escaped(q)}%", escape="\\"))
     if after is not None:
         created_at, last_id = after
         # A row-value comparison: PostgreSQL (and SQLite) turn it into one range of the

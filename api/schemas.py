@@ -13,8 +13,9 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from gan_core.spec import JobSpec
 from jobs.models import Artifact, Job, JobEvent
 
 _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
@@ -23,11 +24,11 @@ _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 SUMMARY_COLUMNS = (
     Job.id, Job.name, Job.status, Job.queue, Job.progress_step, Job.total_steps, Job.attempt, Job.max_attempts,
     Job.error, Job.cancel_requested, Job.latest_metrics, Job.evaluation, Job.created_at, Job.updated_at,
-    Job.started_at, Job.finished_at,
+    Job.started_at, Job.finished_at, Job.sweep_id, Job.tags,
 )
 # ... and what only the single-job view shows.
-DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences, Job.health,
-                  Job.stop_reason)
+DETAIL_COLUMNS = (*SUMMARY_COLUMNS, Job.notes, Job.spec, Job.attempt_errors, Job.runtime_seconds, Job.divergences,
+                  Job.dataset_summary, Job.health, Job.stop_reason)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -70,6 +71,8 @@ def job_summary(job: Any) -> dict[str, Any]:
         "cancel_requested": bool(job.cancel_requested),
         "latest_metrics": json_safe(job.latest_metrics),
         "evaluation": json_safe(job.evaluation),
+        "sweep_id": job.sweep_id,
+        "tags": list(job.tags or ()),
     }
 
 
@@ -80,9 +83,10 @@ def event_to_dict(event: JobEvent) -> dict[str, Any]:
 
 def job_to_dict(job: Job, events: list[JobEvent]) -> dict[str, Any]:
     """The full view: the summary, the spec as submitted (with defaults filled in) and the history."""
-    return {**job_summary(job), "attempt_errors": job.attempt_errors or [],
+    return {**job_summary(job), "notes": job.notes or "", "attempt_errors": job.attempt_errors or [],
             "runtime_seconds": round(job.runtime_seconds or 0.0, 3), "divergences": job.divergences,
-            "health": json_safe(job.health or []), "stop_reason": job.stop_reason, "spec": job.spec, "events": [event_to_dict(e) for e in events]}
+            "dataset_summary": job.dataset_summary, "health": json_safe(job.health or []), "stop_reason": job.stop_reason,
+            "spec": job.spec, "events": [event_to_dict(e) for e in events]}
 
 
 def artifact_to_dict(artifact: Artifact, url: str, expires_at: datetime) -> dict[str, Any]:
@@ -154,145 +158,62 @@ class GenerateRequest(BaseModel):
         raise ValueError("must be null, an integer, or a list of integers")
 
 
-# ---- responses (the contract: api/openapi.py publishes these; tests check the views follow them) --
-class _Out(BaseModel):
-    # Closed objects: a field the schema does not name is a contract violation the fuzz tests catch.
-    model_config = ConfigDict(extra="forbid")
+# ---- a job's labels: tags and notes --------------------------------------------------------------
+MAX_TAGS, MAX_TAG_LENGTH, MAX_NOTES_LENGTH = 16, 64, 4000
+TAG = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.:=+/-]{{0,{MAX_TAG_LENGTH - 1}}}")
+TAG_RULE = (f"1 to {MAX_TAG_LENGTH} characters: letters, digits and _ . : = + / -, "
+            "starting with a letter or a digit")
+LABEL_FIELDS = ("tags", "notes")
 
 
-class Progress(_Out):
-    step: int
-    total: int
-    fraction: float = Field(ge=0, le=1)
+class JobLabels(BaseModel):
+    """What the job's owner says about a job, beside its spec: set at submit (the submit body's
+    ``tags`` and ``notes``), changed with PATCH /v1/jobs/{id}. Not part of the spec: the spec is
+    the training recipe as submitted and never changes; labels do."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tags: list[StrictStr] = Field(default_factory=list, max_length=MAX_TAGS, description=(
+        f"at most {MAX_TAGS} tags of {TAG_RULE}; case-sensitive, duplicates dropped; filter with ?tag="))
+    notes: StrictStr = Field("", max_length=MAX_NOTES_LENGTH, description="free text")
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_charset(cls, tags: list[str]) -> list[str]:
+        for index, tag in enumerate(tags):
+            if not TAG.fullmatch(tag):
+                raise ValueError(f"tag {index} ({tag[:70]!r}) is not {TAG_RULE}")
+        return list(dict.fromkeys(tags))
 
 
-class JobSummary(_Out):
-    id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    name: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    queue: str
-    progress: Progress
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    attempts: int
-    max_attempts: int
-    error: str | None
-    cancel_requested: bool
-    latest_metrics: dict[str, float | None] | None
-    evaluation: dict[str, Any] | None
+class JobPatch(JobLabels):
+    """Body of PATCH /v1/jobs/{id}: the labels to replace (a field left out stays as it is)."""
 
 
-class JobEventOut(_Out):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class JobSubmission(JobLabels, JobSpec):
+    """Body of POST /v1/jobs: a JobSpec, plus the job's labels (``tags``, ``notes``)."""
 
-    at: datetime
-    from_: str | None = Field(alias="from")
-    to: str
-    attempt: int
-    message: str
-
-
-class HealthFindingOut(_Out):
-    detector: Literal["diverged", "discriminator_won", "mode_collapse"]
-    step: int = Field(ge=0, description="the training step it was found at")
-    message: str
-    action: Literal["warning", "stopped"] = Field(description="'stopped': the job was stopped for it")
+    def split(self) -> tuple[JobSpec, JobLabels]:
+        """The spec and the labels, each as validated here (built without a second validation)."""
+        spec = JobSpec.model_construct(
+            _fields_set=self.model_fields_set - set(LABEL_FIELDS),
+            **{name: getattr(self, name) for name in JobSpec.model_fields})
+        return spec, JobLabels.model_construct(tags=self.tags, notes=self.notes)
 
 
-class JobOut(JobSummary):
-    attempt_errors: list[str] = Field(description="why each lost attempt ended (its worker died or lost the database)")
-    runtime_seconds: float = Field(ge=0, description="training time over all attempts")
-    divergences: int = Field(ge=0, description="non-finite losses rolled back (a second one fails the job)")
-    health: list[HealthFindingOut] = Field(
-        description="GAN health (train.health): what the detectors found, oldest first; each also an event")
-    stop_reason: Literal["diverged", "discriminator_won", "mode_collapse"] | None = Field(
-        None, description="the GAN health detector that stopped the job (it ends cancelled), if one did")
-    spec: dict[str, Any] = Field(description="the JobSpec as submitted, with defaults filled in")
-    events: list[JobEventOut]
-    devices: int = Field(ge=1, description="devices the job trains on (resources.devices)")
-    waiting_reason: str | None = Field(
-        None, description="a queued job that no live worker can take (none serves its queue: its size or kind): why")
-    logs_url: str = Field(description="the training logs of its multi-device attempts (GET), lines tagged with the rank")
-
-
-class Preset(_Out):
-    name: str
-    spec: dict[str, Any] = Field(description="a JobSpec document, ready to submit")
-
-
-class PresetList(_Out):
-    items: list[Preset]
-
-
-class JobPage(_Out):
-    items: list[JobSummary]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
-
-
-class MetricSeries(_Out):
-    steps: list[int]
-    values: list[float | None] = Field(description="null where the value was not finite")
-
-
-class MetricsOut(_Out):
-    series: dict[str, MetricSeries]
-
-
-class ArtifactLink(_Out):
-    id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    step: int
-    url: str = Field(description="a presigned URL: fetch it without credentials until expires_at")
-    expires_at: datetime
-    bytes: int
-    sha256: str
-    content_type: str
-
-
-class ArtifactList(_Out):
-    items: list[ArtifactLink]
-
-
-class CheckpointList(_Out):
-    items: list[ArtifactLink]
-    final: ArtifactLink | None = Field(description="the final generator, once the job has succeeded")
-
-
-class ErrorDetail(_Out):
-    field: str
-    problem: str
-
-
-class ErrorBody(_Out):
-    code: str
-    message: str
-    details: list[ErrorDetail]
-    request_id: str | None = None
-
-
-class ErrorEnvelope(_Out):
-    error: ErrorBody
-
-
-class Health(_Out):
-    status: Literal["ok"]
-
-
-class CheckResult(_Out):
-    status: Literal["ok", "error"]
-    error: str | None = None
-
-
-class Readiness(_Out):
-    status: Literal["ready", "unavailable"]
-    checks: dict[str, CheckResult]
-    failed: list[str] | None = None
+# The responses (the contract: api/openapi.py publishes these; tests check the views follow them)
+# live in ganforge.responses, which the client shares without Flask or SQLAlchemy.
+from ganforge.responses import (  # noqa: E402,F401
+    _Out, Progress, JobSummary, JobEventOut, DatasetSummaryOut, HealthFindingOut, JobOut, Preset, PresetList, JobPage, MetricSeries, MetricsOut, ArtifactLink, ArtifactList, CheckpointList, ErrorDetail, ErrorBody, ErrorEnvelope, Health, CheckResult, Readiness,
+)
 
 
 # ---- query parameters (documented from these models; the views parse with api.validation) -----
 class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    tag: list[str] | None = Field(None, max_length=MAX_TAGS,
+                                  description="jobs with this tag; repeat it for jobs with all the tags given")
+    q: str | None = Field(None, max_length=120, description="a part of the job's name, any case")
     limit: int = Field(50, ge=1, le=200, description="page size")
     cursor: str | None = Field(None, max_length=200, description="next_cursor of the previous page")
 

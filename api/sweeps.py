@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any, get_args
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field, ValidationError
@@ -18,69 +17,32 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal
 from api.errors import APIError, invalid, not_found
-from api.jobs import _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
+from api.jobs import _check_upload, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
 from api.limits import check_submission
-from api.schemas import _Out, decode_cursor, encode_cursor, iso
+from api.schemas import decode_cursor, encode_cursor, iso
 from api.state import services
-from api.validation import check_id, query_int, query_str
+from api.validation import allow_query, check_id, query_int, query_str
 from jobs import datasets, sweeps
 from jobs.lifecycle import IdempotencyConflict
-from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Sweep
-from jobs.sweep_spec import SweepSpec, SweepSpecError, check_sweep
+from jobs.lifecycle import EVALUATION_SERIES
+from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Metric as MetricRow, Sweep
+from ganforge.responses import (  # noqa: F401  (api.sweeps.SweepOut & co. are the published names)
+    BestTrial, SweepSummary, SweepOut, SweepPage, TrialOut, TrialList, TrialCurve, CurvesOut, SweepStatus, TrialStatus,
+)
+from jobs.sweep_spec import Metric, SweepSpec, SweepSpecError, check_sweep
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("sweeps", __name__, url_prefix="/v1/sweeps")
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
-SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TrialStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 
 
-# ---- the contract (api/openapi.py publishes these) ----------------------------------------------
-class BestTrial(_Out):
-    number: int
-    job_id: str | None
-    params: dict[str, Any] = Field(description="the trial's value of each space path")
-    objective: float
+# The contract (api/openapi.py publishes these) is in ganforge.responses, shared with the client.
 
 
-class SweepSummary(_Out):
-    id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    name: str
-    status: SweepStatus
-    method: Literal["grid", "random", "tpe"]
-    trials: int = Field(description="trials planned (the spec's trials, or the grid's size)")
-    max_parallel: int
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
-class SweepOut(SweepSummary):
-    counts: dict[str, int] = Field(description="trials by status (queued, running, succeeded, failed, cancelled, pruned)")
-    best_trial: BestTrial | None
-    objective: dict[str, str] = Field(description="the spec's objective: metric and direction")
-    spec: dict[str, Any] = Field(description="the SweepSpec as submitted, with defaults filled in")
-
-
-class SweepPage(_Out):
-    items: list[SweepSummary]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
-
-
-class TrialOut(_Out):
-    number: int
-    job_id: str | None = Field(description="the trial's job (GET /v1/jobs/{job_id}); null if its spec was invalid")
-    params: dict[str, Any]
-    objective: float | None = Field(description="the metric of its final evaluation, once it succeeded")
-    status: TrialStatus
-    reason: str | None = Field(description="why it ended other than succeeded: 'pruned', the job's error, ...")
-
-
-class TrialList(_Out):
-    items: list[TrialOut]
+class CurvesQuery(BaseModel):
+    figure: Metric | None = Field(None, description="a figure of the periodic evaluation; default the objective's")
 
 
 class ListSweepsQuery(BaseModel):
@@ -150,6 +112,8 @@ def submit_sweep():
     except datasets.DatasetSourceError as exc:
         raise invalid("base.dataset.path", str(exc), code="invalid_sweep") from None
     who = principal()
+    for job_spec in {datasets.upload_id(job_spec): job_spec for job_spec in checked}.values():
+        _check_upload(job_spec, who.tenant, "base.dataset.upload_id", "invalid_sweep")
     body_hash = None
     if key is not None:
         body_hash = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -173,6 +137,7 @@ def submit_sweep():
 
 @bp.get("")
 def list_sweeps():
+    allow_query(ListSweepsQuery.model_fields)
     status = query_str("status")
     if status is not None and status not in SWEEP_STATUSES:
         raise invalid("status", f"must be one of {', '.join(SWEEP_STATUSES)}")
@@ -202,12 +167,37 @@ def get_sweep(sweep_id: str):
 
 @bp.get("/<sweep_id>/trials")
 def sweep_trials(sweep_id: str):
+    allow_query(())
     with services().db.read() as session:
         _sweep(session, sweep_id)
         items = [{"number": trial.number, "job_id": trial.job_id, "params": trial.params,
                   "objective": trial.objective, "status": sweeps.live_status(trial, job_status),
                   "reason": trial.reason} for trial, job_status in sweeps.trial_rows(session, sweep_id)]
     return jsonify({"items": items})
+
+
+@bp.get("/<sweep_id>/curves")
+def sweep_curves(sweep_id: str):
+    """The learning curve of every trial (its periodic evaluations' ``eval/<figure>`` series) in one
+    response: the sweep page draws them on one chart, where a request per trial would not scale."""
+    figure = query_str("figure")
+    if figure is not None and figure not in get_args(Metric):
+        raise invalid("figure", f"must be one of {', '.join(get_args(Metric))}")
+    with services().db.read() as session:
+        sweep = _sweep(session, sweep_id)
+        name = EVALUATION_SERIES + (figure or sweep.spec["objective"]["metric"])
+        rows = [(trial, job_status) for trial, job_status in sweeps.trial_rows(session, sweep_id) if trial.job_id]
+        points: dict[str, tuple[list[int], list[float]]] = {trial.job_id: ([], []) for trial, _ in rows}
+        if points:
+            for job_id, step, value in session.execute(
+                    select(MetricRow.job_id, MetricRow.step, MetricRow.value)
+                    .where(MetricRow.job_id.in_(list(points)), MetricRow.name == name)
+                    .order_by(MetricRow.job_id, MetricRow.step)):
+                points[job_id][0].append(step)
+                points[job_id][1].append(value)
+    items = [{"number": trial.number, "job_id": trial.job_id, "status": sweeps.live_status(trial, job_status),
+              "steps": points[trial.job_id][0], "values": points[trial.job_id][1]} for trial, job_status in rows]
+    return jsonify({"metric": name, "items": items})
 
 
 @bp.post("/<sweep_id>/cancel")

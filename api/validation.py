@@ -22,6 +22,8 @@ _ID = re.compile(r"[0-9a-f]{32}")
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
 # Lone surrogates cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Views that stream a large body to disk (an uploaded dataset archive) rather than buffer it.
+STREAMED_BODIES = frozenset({"datasets.upload_dataset"})
 
 
 def check_id(value: str, what: str) -> str:
@@ -40,6 +42,8 @@ def buffer_chunked_body() -> None:
     a long one was invalid JSON). A body within the limit is handed on with its Content-Length,
     so every later reader sees an ordinary, complete body."""
     environ = request.environ
+    if request.endpoint in STREAMED_BODIES:
+        return  # the view reads the body itself, in chunks, under its own limit
     if environ.get("CONTENT_LENGTH") or "wsgi.input_terminated" not in environ:
         # With a length werkzeug refuses a body over the limit up front; without one and without a
         # server that ends the stream, werkzeug reads nothing (it cannot know where the body ends).
@@ -113,6 +117,16 @@ def _unstorable_strings(doc: Any) -> Iterator[str]:
                     stack.append((item, (*path, key)))
         elif isinstance(value, list):
             stack.extend((item, (*path, str(index))) for index, item in enumerate(value))
+
+
+def allow_query(names) -> None:
+    """422 naming the first query parameter that is not one of ``names`` (an endpoint's query
+    model's fields): a mistyped filter must not silently return everything."""
+    allowed = tuple(names)
+    for name in request.args:
+        if name not in allowed:
+            takes = ", ".join(allowed) if allowed else "no query parameters"
+            raise invalid(name[:64], f"unknown query parameter; this endpoint takes {takes}")
 
 
 def query_str(name: str) -> str | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.prerequisites import Needs  # noqa: E402
+from ganforge.resources import preset_text  # noqa: E402
 
 
 def free_port() -> int:
@@ -230,7 +231,7 @@ def main() -> int:
     print(f"wall time:                    {time.monotonic() - t0:.0f} s")
 
     # Cancellation latency on the classic MNIST MLP (CPU): cancel at step >= 300, time to `cancelled`.
-    mnist = json.loads((ROOT / "presets" / "classic-mlp-mnist.json").read_text())
+    mnist = json.loads(preset_text("classic-mlp-mnist"))
     mnist.update({"device": "cpu", "log_every": 50})
     worker = start_worker()
     latencies = []

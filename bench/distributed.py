@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ganforge.resources import preset_text  # noqa: E402
 
 if __name__ == "__main__":  # what may be missing, checked before anything is imported
     from bench.prerequisites import Needs
@@ -147,7 +148,7 @@ def quality_bench(args) -> None:
     """The 2-D presets on 1 and 2 processes (same seeds): modes and HQ of the final evaluation."""
     rows = []
     for preset in ("ring8-quality", "grid25-quality"):
-        doc = json.loads((ROOT / "presets" / f"{preset}.json").read_text())
+        doc = json.loads(preset_text(preset))
         for seed in args.seeds:
             for n in (1, 2):
                 spec = {**doc, "train": {**doc["train"], "seed": seed}, "sample_every": 10**9,

@@ -32,11 +32,12 @@ from gan_core.evaluator import Evaluator  # noqa: E402
 from gan_core.sampling import load_generator  # noqa: E402
 from gan_core.spec import load_spec  # noqa: E402
 from gan_core.trainer import Trainer  # noqa: E402
+from ganforge.resources import preset_text, presets_dir  # noqa: E402
 
 
 def train(preset: str, out: Path) -> float:
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "gan_core.cli", "train", str(ROOT / "presets" / f"{preset}.json"), "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "gan_core.cli", "train", str(presets_dir() / f"{preset}.json"), "--out", str(out), "--quiet"]
     subprocess.run(cmd, check=True)
     return time.perf_counter() - t0
 
@@ -56,7 +57,7 @@ def main() -> None:
     config = data_config_from_env()
 
     for preset in args.presets:
-        spec = load_spec((ROOT / "presets" / f"{preset}.json").read_text())
+        spec = load_spec(preset_text(preset))
         out = ROOT / "runs" / preset
         final = out / "final" / "generator.pt"
         seconds = None

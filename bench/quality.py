@@ -1,9 +1,11 @@
 """Mode coverage and sample quality of the mode-collapse presets over many seeds.
 
-    python bench/quality.py                                  # ring8 and grid25, seeds 0..9
-    python bench/quality.py --datasets ring8 --seeds 3       # a quicker look
+    python bench/quality.py                                  # ring8 and grid25, tuning seeds 0-9 and unseen 100-109
+    python bench/quality.py --datasets ring8 --seeds 0-2     # a quicker look: one seed set, seeds 0, 1, 2
     python bench/quality.py --steps 2000 --workers 1 --out quality.json
-    python bench/quality.py --datasets stacked-mnist --seeds 1 --steps 300 --workers 1   # short CPU look
+    python bench/quality.py --datasets stacked-mnist --seeds 0 --steps 300 --workers 1   # short CPU look
+    python bench/quality.py --images                         # presets/best-mnist.json, seeds 0-2, domain FID
+    python bench/quality.py --images --preset best-mnist classic-mlp-mnist --seeds 0-2 --threads 2 --workers 1
     python bench/quality.py --stacked-run runs/stacked-short  # the figures of a `ganforge train` run
 
 Stacked MNIST (``presets/stacked-mnist-pacgan.json``: DCGAN + pack 2, PacGAN's setting) is scored
@@ -29,7 +31,22 @@ Targets (a seed passes when every mode is captured and HQ >= 97 %):
 ring8 8/8 in 10/10 seeds, grid25 25/25 in 9/10 seeds. Published reference for grid25:
 PacGAN4 24.8 modes / 93.6 % HQ (Lin et al., 2018, Table 3).
 
-Each training run uses one torch thread; ``--workers`` runs (default 2) train in parallel processes.
+Seeds (``--seeds``): each argument is one seed set, reported in its own table: ``0-9`` (a range,
+both ends included), ``100,103`` or ``7``. The 2-D presets were tuned on seeds 0-9, so the default
+reports them beside the unseen seeds 100-109: a preset must hold on seeds nobody tuned it on.
+
+Images (``--images``): each preset of ``--preset`` (default ``best-mnist``; names of files in
+``presets/``) is trained once per seed and scored as a job is, on ``--samples`` samples (default
+10 000) from the network the job ships: domain FID, classes covered, confidence, KID, precision /
+recall / coverage of the domain classifier (``gan_core.quality.evaluate_images``). The summary gives
+the mean domain FID over the seeds and its ratio to the classic preset's: the classic preset's
+measured mean when it is among ``--preset``, else its recorded 3-seed mean (``CLASSIC_RECORDED``,
+bench/README.md). Target: at most a fifth of the classic's, with 10/10 classes on every seed. Needs
+the MNIST files (``. scripts/env``).
+
+Each training run uses ``--threads`` torch threads (default 1); ``--workers`` runs (default 2) train
+in parallel processes. A preset's CPU budget is stated for one run alone on 2 cores: time it with
+``--workers 1 --threads 2`` on a quiet machine.
 """
 
 from __future__ import annotations
@@ -47,6 +64,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.prerequisites import Needs  # noqa: E402
+from ganforge.resources import presets_dir  # noqa: E402
 
 # (modes required, HQ % required, seeds that must pass out of 10)
 TARGETS: dict[str, tuple[int, float, int]] = {"ring8": (8, 97.0, 10), "grid25": (25, 97.0, 9)}
@@ -54,12 +72,44 @@ PUBLISHED = {"grid25": "PacGAN4 (Lin et al. 2018): 24.8 modes, 93.6 % HQ"}
 STACKED = "stacked-mnist"
 STACKED_TARGET = (990, 0.1)  # modes at least, reverse KL at most
 STACKED_PUBLISHED = "PacGAN (Lin et al. 2018): DCGAN 99 modes; PacDCGAN2 1000 modes, KL 0.08"
+# The 2-D presets' tuning seeds and seeds none of them was tuned on (issue 16): both are reported.
+DEFAULT_SEED_SETS = ("0-9", "100-109")
+IMAGE_SEED_SETS = ("0-2",)
+CLASSIC = "classic-mlp-mnist"
+# The classic preset's mean domain FID over seeds 0 1 2 (12 000 steps, 10 000 samples), as
+# `python bench/reference.py --seeds 0 1 2` printed it (bench/README.md); image presets are judged
+# against it when the classic is not trained in the same run.
+CLASSIC_RECORDED = 98.01
+IMAGE_TARGET_RATIO = 0.2  # a strong image preset: domain FID at most a fifth of the classic's
 
 
 def preset_path(dataset: str) -> Path:
     if dataset == STACKED:
-        return REPO / "presets" / "stacked-mnist-pacgan.json"
-    return REPO / "presets" / f"{dataset}-quality.json"
+        return presets_dir() / "stacked-mnist-pacgan.json"
+    return presets_dir() / f"{dataset}-quality.json"
+
+
+def parse_seed_set(text: str) -> list[int]:
+    """``"0-9"`` -> 0..9 (both ends included), ``"100,103"`` -> [100, 103], ``"7"`` -> [7]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if sep else low
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a seed set is like 0-9, 100,103 or 7, not {text!r}") from None
+        if low < 0 or high < low:
+            raise argparse.ArgumentTypeError(f"seed range {part!r}: need 0 <= first <= last")
+        seeds.extend(range(low, high + 1))
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seed set {text!r} repeats a seed")
+    return seeds
+
+
+def seed_set(text: str) -> tuple[str, list[int]]:
+    """An argument of ``--seeds``: the set as written (its tables' title) and its seeds."""
+    return text, parse_seed_set(text)
 
 
 def run_one(job: tuple[str, int, int | None]) -> dict[str, Any]:
@@ -69,8 +119,8 @@ def run_one(job: tuple[str, int, int | None]) -> dict[str, Any]:
     from gan_core.spec import JobSpec
     from gan_core.trainer import Trainer
 
-    dataset, seed, steps = job
-    torch.set_num_threads(1)
+    dataset, seed, steps, threads = job
+    torch.set_num_threads(threads)
     doc = json.loads(preset_path(dataset).read_text())
     doc["train"] = {**doc.get("train", {}), "seed": seed}
     if steps is not None:
@@ -102,6 +152,130 @@ def run_one(job: tuple[str, int, int | None]) -> dict[str, Any]:
         "error": ev.get("error"),
         "seconds": round(seconds, 1),
     }
+
+
+def image_spec_doc(preset: str, seed: int, overrides: dict[str, Any], samples: int) -> dict[str, Any]:
+    """The spec an image run trains: the preset, the overrides, this seed; scored after run() (as
+    a job's final evaluation is) so that training is timed alone."""
+    from bench.reference import merge
+
+    doc = merge(json.loads((REPO / "presets" / f"{preset}.json").read_text()), overrides)
+    doc = merge(doc, {"train": {"seed": seed}, "eval": {"at_end": False, "n_samples": samples}})
+    doc.update(device="cpu", sample_every=10**9, checkpoint_every=10**9, log_every=10**9, eval_every=None)
+    return doc
+
+
+def run_image(job: tuple[str, dict[str, Any], int]) -> dict[str, Any]:
+    """Train an image spec and score the generator it ships (runs in a worker process)."""
+    import torch
+
+    from gan_core.cli import data_config_from_env
+    from gan_core.spec import JobSpec
+    from gan_core.trainer import Trainer
+
+    preset, doc, threads = job
+    torch.set_num_threads(threads)
+    spec = JobSpec.model_validate(doc)
+    trainer = Trainer(spec, data_config=data_config_from_env())
+    start = time.perf_counter()
+    trainer.run()
+    seconds = time.perf_counter() - start
+    ev = trainer.evaluate()
+    return {
+        "preset": preset, "seed": spec.train.seed, "steps": spec.train.steps, "threads": threads,
+        **{key: ev.get(key) for key in ("domain_fid", "classes_covered", "mean_confidence", "kid", "kid_std",
+                                        "precision", "recall", "density", "coverage", "error")},
+        "train_seconds": round(seconds, 1),
+        "ms_per_step": round(1000 * seconds / spec.train.steps, 1),
+    }
+
+
+def image_report(preset: str, seeds_label: str, rows: list[dict[str, Any]], classic_fid: float,
+                 classic_source: str) -> dict[str, Any]:
+    """Print one preset's table over one seed set and return its summary."""
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    print(f"\n{preset}  (presets/{preset}.json, {rows[0]['steps']} steps, seeds {seeds_label}, "
+          f"{rows[0]['threads']} thread(s) a run)")
+    print(f"{'seed':>5} {'dFID':>8} {'classes':>7} {'conf':>6} {'KID':>8} {'prec':>6} {'recall':>6} {'cover':>6} "
+          f"{'train s':>8} {'ms/step':>8}")
+    for row in rows:
+        print(f"{row['seed']:>5} {fmt(row['domain_fid'], '.2f'):>8} {fmt(row['classes_covered'], 'd'):>7} "
+              f"{fmt(row['mean_confidence'], '.3f'):>6} {fmt(row['kid'], '.4f'):>8} {fmt(row['precision'], '.3f'):>6} "
+              f"{fmt(row['recall'], '.3f'):>6} {fmt(row['coverage'], '.3f'):>6} {row['train_seconds']:>8.0f} "
+              f"{row['ms_per_step']:>8.1f}" + (f"  error: {row['error']}" if row.get("error") else ""))
+    fids = [r["domain_fid"] for r in rows if r["domain_fid"] is not None]
+    mean_fid = statistics.mean(fids) if len(fids) == len(rows) else None
+    min_classes = min((r["classes_covered"] or 0) for r in rows)
+    summary = {
+        "preset": preset, "seeds": seeds_label, "runs": len(rows), "mean_domain_fid": mean_fid,
+        "std_domain_fid": statistics.stdev(fids) if len(fids) > 1 else None,
+        "min_classes_covered": min_classes, "mean_train_seconds": statistics.mean(r["train_seconds"] for r in rows),
+        "classic_domain_fid": classic_fid, "classic_source": classic_source,
+    }
+    if mean_fid is None:
+        print("mean: - (a run failed)")
+        summary["target_met"] = False
+        return summary
+    ratio = mean_fid / classic_fid
+    summary["ratio_to_classic"] = ratio
+    summary["target_met"] = ratio <= IMAGE_TARGET_RATIO and min_classes == 10
+    std = fmt(summary["std_domain_fid"], ".2f")
+    print(f"mean domain FID {mean_fid:.2f} (std {std}), classes >= {min_classes}/10 on every seed, "
+          f"mean {summary['mean_train_seconds']:.0f} s training")
+    if preset != CLASSIC:
+        print(f"ratio to the classic preset's {classic_fid:.2f} ({classic_source}): {ratio:.3f}; target <= "
+              f"{IMAGE_TARGET_RATIO} with 10/10 classes -> {'MET' if summary['target_met'] else 'NOT met'}")
+    return summary
+
+
+def image_jobs(args: argparse.Namespace, presets: list[str], seeds: list[int]) -> list[tuple[str, dict, int]]:
+    """One job per preset and seed; every spec validated here, so a bad ``--set`` is a message
+    naming the field before anything trains. The overrides and ``--steps`` leave the classic as it is."""
+    from pydantic import ValidationError
+
+    from bench.reference import parse_set
+    from gan_core.spec import JobSpec, error_details
+
+    overrides = parse_set(args.overrides)
+    if args.steps is not None:
+        overrides = {**overrides, "train": {**overrides.get("train", {}), "steps": args.steps}}
+    jobs = []
+    for preset in presets:
+        for seed in seeds:
+            doc = image_spec_doc(preset, seed, overrides if preset != CLASSIC else {}, args.samples)
+            try:
+                JobSpec.model_validate(doc)
+            except ValidationError as exc:
+                problems = "; ".join(f"{item['field']}: {item['problem']}" for item in error_details(exc))
+                raise SystemExit(f"bench/quality.py: presets/{preset}.json with the overrides: {problems}") from None
+            jobs.append((preset, doc, args.threads))
+    return jobs
+
+
+def run_images(args: argparse.Namespace, seed_sets: list[tuple[str, list[int]]]) -> list[dict[str, Any]]:
+    """Train and score ``--preset`` on every seed set; the classic first when it is listed."""
+    presets = sorted(args.preset, key=lambda p: p != CLASSIC)
+    all_jobs = {label: image_jobs(args, presets, seeds) for label, seeds in seed_sets}  # all checked first
+    summaries = []
+    classic: dict[str, float] = {}
+    for label, _ in seed_sets:
+        rows = _map(run_image, all_jobs[label], args.workers)
+        for preset in presets:
+            mine = [r for r in rows if r["preset"] == preset]
+            if preset == CLASSIC and all(r["domain_fid"] is not None for r in mine):
+                classic[label] = statistics.mean(r["domain_fid"] for r in mine)
+            fid, source = ((classic[label], f"measured here, seeds {label}") if label in classic
+                           else (CLASSIC_RECORDED, "recorded, seeds 0-2, bench/README.md"))
+            summaries.append({**image_report(preset, label, mine, fid, source), "rows": mine})
+    return summaries
+
+
+def _map(function, jobs: list, workers: int) -> list:
+    if workers > 1 and len(jobs) > 1:
+        # spawn: a fresh interpreter per worker, so no torch thread pool is inherited through fork.
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            return pool.map(function, jobs, chunksize=1)
+    return [function(job) for job in jobs]
 
 
 def stacked_report(rows: list[dict[str, Any]], source: str) -> dict[str, Any]:
@@ -147,10 +321,11 @@ def passes(row: dict[str, Any]) -> bool:
     return row["modes"] >= modes and row["hq_percent"] >= hq
 
 
-def report(dataset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Print one dataset's table and return its summary."""
+def report(dataset: str, rows: list[dict[str, Any]], seeds_label: str = "") -> dict[str, Any]:
+    """Print one dataset's table over one seed set and return its summary."""
     modes_needed, hq_needed, seeds_needed = TARGETS[dataset]
-    print(f"\n{dataset}  (preset {preset_path(dataset).relative_to(REPO)}, {rows[0]['steps']} steps)")
+    print(f"\n{dataset}  (preset {preset_path(dataset).relative_to(REPO)}, {rows[0]['steps']} steps"
+          + (f", seeds {seeds_label})" if seeds_label else ")"))
     rejecting = any(r.get("raw_hq_percent") is not None for r in rows)
     if rejecting:
         print("figures for the samples discriminator rejection sampling keeps; 'raw': the generator's own")
@@ -172,6 +347,7 @@ def report(dataset: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     spreads = [r["hq_spread"] for r in rows if r["hq_spread"] is not None]
     summary = {
         "dataset": dataset,
+        "seed_set": seeds_label,
         "seeds": len(rows),
         "mean_modes": statistics.mean(r["modes"] for r in rows),
         "mean_modes_min10": statistics.mean(r["modes_min10"] for r in rows),
@@ -212,31 +388,50 @@ def main() -> None:
                         help=f"default: the 2-D mixtures; {STACKED} trains for hours on a CPU")
     parser.add_argument("--stacked-run", type=Path, nargs="+", default=None, metavar="DIR",
                         help="print the stacked-MNIST figures of finished `ganforge train` run directories and stop")
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--images", action="store_true", help="train and score the image presets of --preset")
+    parser.add_argument("--preset", nargs="+", default=["best-mnist"], metavar="NAME",
+                        help="with --images: presets/NAME.json (default best-mnist); add classic-mlp-mnist to "
+                             "measure the classic's FID in the same run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --images: override a field of the image presets but the classic (repeatable), "
+                             "e.g. train.lr_d=0.0004")
+    parser.add_argument("--samples", type=int, default=10_000, help="with --images: samples scored (default 10 000)")
+    parser.add_argument("--seeds", type=seed_set, nargs="+", default=None, metavar="SET",
+                        help="seed sets, each reported in its own table: 0-9, 100,103 or 7 (default: "
+                             f"{' '.join(DEFAULT_SEED_SETS)}; with --images {' '.join(IMAGE_SEED_SETS)})")
     parser.add_argument("--steps", type=int, default=None, help="override the presets' train.steps")
-    parser.add_argument("--workers", type=int, default=2, help="training processes at once (1 thread each)")
+    parser.add_argument("--workers", type=int, default=2, help="training processes at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="write the per-seed rows and summaries as JSON")
     args = parser.parse_args()
-    Needs("bench/quality.py").python("torch", "numpy").check()
+    if args.images:
+        for preset in args.preset:
+            if not (REPO / "presets" / f"{preset}.json").exists():
+                parser.error(f"--preset {preset}: no presets/{preset}.json")
+    needs = Needs("bench/quality.py").python("torch", "numpy")
+    (needs.mnist() if args.images else needs).check()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.stacked_run:
         stacked_report([stacked_run_row(run) for run in args.stacked_run], "from " + ", ".join(map(str, args.stacked_run)))
         return
+    seed_sets = args.seeds or [seed_set(text) for text in (IMAGE_SEED_SETS if args.images else DEFAULT_SEED_SETS)]
 
-    jobs = [(dataset, seed, args.steps) for dataset in args.datasets for seed in range(args.seeds)]
     start = time.perf_counter()
-    if args.workers > 1:
-        # spawn: a fresh interpreter per worker, so no torch thread pool is inherited through fork.
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            rows = pool.map(run_one, jobs, chunksize=1)
+    if args.images:
+        summaries = run_images(args, seed_sets)
+        rows = [row for summary in summaries for row in summary.pop("rows")]
     else:
-        rows = [run_one(job) for job in jobs]
-    summaries = [
-        stacked_report([r for r in rows if r["dataset"] == d], f"preset {preset_path(d).relative_to(REPO)}")
-        if d == STACKED else report(d, [r for r in rows if r["dataset"] == d])
-        for d in args.datasets
-    ]
-    print(f"\ntotal {time.perf_counter() - start:.0f} s wall, {args.workers} worker(s)")
+        rows, summaries = [], []
+        for label, seeds in seed_sets:
+            jobs = [(dataset, seed, args.steps, args.threads) for dataset in args.datasets for seed in seeds]
+            mine = _map(run_one, jobs, args.workers)
+            rows += mine
+            summaries += [
+                stacked_report([r for r in mine if r["dataset"] == d], f"preset {preset_path(d).relative_to(REPO)}")
+                if d == STACKED else report(d, [r for r in mine if r["dataset"] == d], label)
+                for d in args.datasets
+            ]
+    print(f"\ntotal {time.perf_counter() - start:.0f} s wall, {args.workers} worker(s) x {args.threads} thread(s)")
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summaries": summaries}, indent=2) + "\n")
         print(f"wrote {args.out}")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ganforge.resources import preset_text  # noqa: E402
 
 # model -> (Keras script, ganforge preset)
 MODELS = {
@@ -200,7 +201,7 @@ def main() -> int:
     from gan_core.spec import JobSpec, error_details
 
     script, preset = MODELS[args.model]
-    base = json.loads((ROOT / "presets" / f"{preset}.json").read_text())
+    base = json.loads(preset_text(preset))
     overrides = parse_set(args.overrides)
     specs = {}
     for seed in args.seeds:

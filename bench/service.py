@@ -36,10 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.prerequisites import Needs  # noqa: E402
+from ganforge.resources import preset_text  # noqa: E402
 
 TINY = {"name": "latency", "dataset": {"name": "ring8"}, "model": {"latent_dim": 2, "hidden_g": [16], "hidden_d": [16]},
         "train": {"steps": 1, "batch_size": 8}, "device": "cpu", "eval": {"at_end": False}}
-CLASSIC = json.loads((REPO / "presets" / "classic-mlp-mnist.json").read_text())
+CLASSIC = json.loads(preset_text("classic-mlp-mnist"))
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ processes.
 
     python bench/sweep.py                          # 16 trials of presets/ring8-quality.json, 2 workers
     python bench/sweep.py --steps 1500 --trials 8  # shorter
+    python bench/sweep.py --spec presets/sweeps/grid25-search.json --workers 2   # a sweep file, as it is
 
 Prints, for each run (pruned with ASHA, then every trial to its end): the wall time from submit to
 the sweep's end, trials succeeded / pruned, the best trial's parameters and final figures; and the
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.prerequisites import Needs  # noqa: E402
+from ganforge.resources import preset_text  # noqa: E402
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -50,7 +52,22 @@ def wait_port(port: int, timeout: float = 10) -> None:
 
 
 def sweep_doc(args: argparse.Namespace, pruning: bool) -> dict:
-    base = json.loads((ROOT / "presets" / "ring8-quality.json").read_text())
+    if args.spec:  # a sweep file (a preset of presets/sweeps/) run as it is, on CPU workers
+        doc = json.loads(Path(args.spec).read_text())
+        doc["base"] = {**doc["base"], "device": "cpu", "max_attempts": 5}
+        if args.steps is not None:  # the same sweep on a shorter budget: every step count scaled
+            base, scale = doc["base"], args.steps / doc["base"]["train"]["steps"]
+            base["train"] = {**base["train"], "steps": args.steps}
+            base["eval_every"] = max(1, round(base["eval_every"] * scale))
+            for key in ("sample_every", "checkpoint_every"):
+                base[key] = min(base[key], args.steps)
+            if doc.get("early_stopping"):
+                doc["early_stopping"] = {**doc["early_stopping"],
+                                         "min_steps": max(1, round(doc["early_stopping"]["min_steps"] * scale))}
+        if args.trials is not None:
+            doc["trials"] = args.trials
+        return doc
+    base = json.loads(preset_text("ring8-quality"))
     base.update({"device": "cpu", "eval_every": args.eval_every, "max_attempts": 5})
     base["train"] = {**base["train"], "steps": args.steps}
     base["checkpoint_every"] = min(base["checkpoint_every"], args.steps)
@@ -99,9 +116,19 @@ def run(args, services, env, logs: Path, pruning: bool) -> dict:
         t0 = time.monotonic()
         sweep_id = sweeps.submit(services.db, spec, "bench").sweep_id
         sweeps.advance(services, sweep_id)
+        shown: set[int] = set()
         while True:
             with services.db.read() as session:
                 sweep = session.get(Sweep, sweep_id)
+                ended = [(trial, session.get(Job, trial.job_id)) for trial, _ in sweeps.trial_rows(session, sweep_id)
+                         if trial.status not in sweeps.ACTIVE and trial.number not in shown]
+            for trial, job in ended:  # as they end: a run cut short still shows what it found
+                shown.add(trial.number)
+                figures = (job.evaluation or {}) if job else {}
+                print(f"  trial {trial.number} {trial.status} after {job.progress_step if job else 0} steps "
+                      f"at {time.monotonic() - t0:.0f} s: {spec.objective.metric} {trial.objective}, "
+                      f"modes {figures.get('modes')}, raw hq {(figures.get('raw') or {}).get('hq_percent')}; "
+                      f"{json.dumps(trial.params)}", flush=True)
             if sweep.finished_at is not None:
                 break
             if time.monotonic() - t0 > args.timeout:
@@ -144,17 +171,22 @@ def report(result: dict) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--trials", type=int, default=None, help="default 16 (with --spec: the file's)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=6000, help="train.steps of each trial (the preset: 6000)")
+    ap.add_argument("--steps", type=int, default=None, help="train.steps of each trial (default: the preset's 6000; "
+                                                           "with --spec: the file's, others scaled with it)")
     ap.add_argument("--eval-every", type=int, default=None, help="default: steps / 6")
     ap.add_argument("--min-steps", type=int, default=None, help="ASHA's first rung (default: steps / 6)")
     ap.add_argument("--reduction-factor", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=("asha", "full"), help="run one of the two sweeps")
+    ap.add_argument("--spec", help="run this sweep file once instead (its own trials, space and early stopping; "
+                                   "--workers should match its max_parallel)")
     ap.add_argument("--timeout", type=float, default=7200.0)
     args = ap.parse_args()
-    args.eval_every = args.eval_every or max(1, args.steps // 6)
+    if not args.spec:
+        args.trials, args.steps = args.trials or 16, args.steps or 6000
+    args.eval_every = args.eval_every or max(1, (args.steps or 6) // 6)
     args.min_steps = args.min_steps or args.eval_every
     (Needs("bench/sweep.py").python("psycopg", "redis", "celery", "torch", "optuna")
      .command("redis-server", "apt-get install -y redis-server").postgres().check())
@@ -181,11 +213,16 @@ def main() -> int:
     services = Services.from_settings(Settings.from_env(env))
     logs = tmp / "logs"
     logs.mkdir()
-    print(f"{args.trials} trials of ring8-quality at {args.steps} steps (eval every {args.eval_every}), "
-          f"random search over lr_d, lr_g, seed; {args.workers} workers; logs in {logs}", flush=True)
+    if args.spec:
+        print(f"{args.spec}; {args.workers} workers; logs in {logs}", flush=True)
+    else:
+        print(f"{args.trials} trials of ring8-quality at {args.steps} steps (eval every {args.eval_every}), "
+              f"random search over lr_d, lr_g, seed; {args.workers} workers; logs in {logs}", flush=True)
     try:
         results = []
         for pruning in (True, False):
+            if args.spec and not pruning:
+                continue
             if args.only and args.only != ("asha" if pruning else "full"):
                 continue
             results.append(run(args, services, env, logs, pruning))

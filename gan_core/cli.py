@@ -28,11 +28,43 @@ log = logging.getLogger("ganforge")
 
 
 class CLIError(Exception):
-    """A user-facing failure: printed as one message, exit status ``code``."""
+    """A user-facing failure: printed as one message, exit status ``code``; with ``--json``,
+    ``{"error": {"message", "exit_code", **data}}`` on stdout instead."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = 1, data: Mapping[str, Any] | None = None):
         super().__init__(message)
         self.code = code
+        self.data = dict(data or {})
+
+    def as_json(self) -> dict[str, Any]:
+        return {"error": {"message": str(self), "exit_code": self.code, **self.data}}
+
+
+class UsageError(CLIError):
+    """A command line argparse rejects (exit status 2), with the usage of the command at fault."""
+
+    def __init__(self, message: str, usage: str, prog: str):
+        super().__init__(message, 2)
+        self.usage = usage
+        self.prog = prog
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+    """A sub-command whose --help says what it does and ends with examples."""
+    import textwrap
+
+    description = textwrap.fill(help[0].upper() + help[1:] + ".", width=88)  # the raw formatter does not wrap
+    return sub.add_parser(name, help=help, description=description,
+                          epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+class CLIParser(argparse.ArgumentParser):
+    """argparse, except that a bad command line raises UsageError instead of printing and
+    exiting, so ``run`` can answer in JSON when ``--json`` was asked for."""
+
+    def error(self, message: str):
+        raise UsageError(message, self.format_usage(), self.prog)
 
 
 def read_spec(path: str, steps: int | None = None, devices: int | None = None) -> JobSpec:
@@ -88,6 +120,32 @@ def data_config_from_env(env: Mapping[str, str] | None = None, **overrides: Any)
 class RunDirectory:
     """The files of a local run: metrics.jsonl, samples/, checkpoints/, final/, evaluation.json."""
 
+    # Everything a run writes (what --overwrite removes; nothing else in the folder is touched).
+    OUTPUTS = ("samples", "checkpoints", "final", "metrics.jsonl", "evaluations.jsonl", "evaluation.json",
+               "spec.json", "loss_plot.png", "interpolation.png")
+
+    @classmethod
+    def check_fresh(cls, root: Path, resume: bool, overwrite: bool) -> None:
+        """A new run (no --resume) starts in an empty folder, or --overwrite removes the last
+        run's files first: two runs' metrics, grids and checkpoints never mix."""
+        import shutil
+
+        if resume and overwrite:
+            raise CLIError("--resume continues the run in --out, --overwrite replaces it: pick one", 2)
+        if resume or not root.is_dir() or not any(root.iterdir()):
+            if root.exists() and not root.is_dir():
+                raise CLIError(f"--out {root}: exists and is not a folder", 2)
+            return
+        if not overwrite:
+            raise CLIError(f"--out {root} is not empty: add --resume to continue the run in it, --overwrite to "
+                           "replace it, or choose a new folder", 2)
+        for name in cls.OUTPUTS:
+            path = root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
     def __init__(self, root: Path):
         self.root = root
         self.samples = root / "samples"
@@ -129,7 +187,8 @@ def _launch_train(args: argparse.Namespace) -> int:
     for flag, value in (("--steps", args.steps), ("--data-dir", args.data_dir), ("--device", args.device)):
         if value is not None:
             forwarded += [flag, str(value)]
-    forwarded += [flag for flag, on in (("--resume", args.resume), ("--quiet", args.quiet)) if on]
+    forwarded += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                        ("--quiet", args.quiet)) if on]
     argv = torchrun_argv(args.devices, "gan_core.cli", ["train", *forwarded], nnodes=args.nnodes,
                          rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, shutdown_timeout=30)
     stop_file = Path(tempfile.gettempdir()) / f"ganforge-stop-{os.getpid()}"
@@ -166,6 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.devices < 1 or args.nnodes < 1:
             raise CLIError("--devices and --nnodes must be at least 1", 2)
         read_spec(args.spec, args.steps, args.devices)  # a bad spec fails here, once
+        RunDirectory.check_fresh(Path(args.out), args.resume, args.overwrite)  # and a used --out
         return _launch_train(args)
     if not distributed.launched():
         return _train_here(args, distributed.SINGLE, args.device)
@@ -193,6 +253,8 @@ def _train_here(args: argparse.Namespace, parallel, device: str | None) -> int:
     spec = read_spec(args.spec, args.steps, getattr(args, "devices", 1))
     if spec.train.batch_size % parallel.world_size:
         raise CLIError(f"train.batch_size {spec.train.batch_size} does not split over {parallel.world_size} ranks", 2)
+    if main:
+        RunDirectory.check_fresh(Path(args.out), args.resume, args.overwrite)
     run = RunDirectory(Path(args.out)) if main else None
 
     def load_resume() -> bytes | None:
@@ -317,16 +379,30 @@ def parse_labels(text: str | None) -> list[int] | int | None:
     return values[0] if len(values) == 1 else values
 
 
+OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".npy": "npy"}
+
+
+def output_format(out: Path) -> str:
+    """What ``generate --out`` writes, from its extension; checked (with its folder) before any work."""
+    fmt = OUTPUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise CLIError(f"--out {out}: the extension sets the format: .png (a grid), .jpg or .jpeg (the grid as "
+                       "JPEG) or .npy (the samples as float32)", 2)
+    if not out.parent.is_dir():
+        raise CLIError(f"--out {out}: the folder {out.parent} does not exist; create it first", 2)
+    return fmt
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from gan_core import checkpoint as ckpt
+    from gan_core import images
     from gan_core.rejection import RejectionError
     from gan_core.sampling import generate, samples_png
 
     out = Path(args.out)
-    if out.suffix not in (".npy", ".png"):
-        raise CLIError("--out must end in .npy (float32 samples) or .png (a grid)", 2)
+    fmt = output_format(out)
     try:
         samples = generate(args.checkpoint, args.n, seed=args.seed, labels=parse_labels(args.labels),
                            device=args.device, rejection=not args.no_rejection)
@@ -334,16 +410,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     except ValueError as exc:
         raise CLIError(str(exc), 2) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
+    if fmt == "npy":
         np.save(out, samples.astype(np.float32), allow_pickle=False)
     else:
-        out.write_bytes(samples_png(samples, nrow=args.nrow))
+        png = samples_png(samples, nrow=args.nrow)
+        out.write_bytes(images.png_to_jpeg(png) if fmt == "jpeg" else png)
     print(f"wrote {len(samples)} samples {tuple(samples.shape[1:])} to {out}")
     return 0
 
 
-CLASSIFIER_DATASETS = ("mnist", "fashion-mnist")
+CLASSIFIER_DATASETS = ("mnist", "fashion-mnist", "cifar10")
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
@@ -382,12 +458,19 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a GAN locally from a spec file")
+    data_dir_help = "folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)"
+    p = add_command(sub, "train", "train a GAN locally from a spec, no server needed; Ctrl-C saves a checkpoint",
+                    ["ganforge train ring8 --out runs/ring8", "ganforge train runs/my-spec.json --out runs/mine --resume",
+                     "ganforge train classic-mlp-mnist --out runs/classic --steps 500 --overwrite"])
     p.add_argument("spec", help="job spec JSON file")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", required=True, help="run directory (metrics.jsonl, samples/, checkpoints/, final/); a new "
+                   "run needs an empty or missing folder")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
-    p.add_argument("--data-dir", help="folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out holds an earlier run: delete its files first (without --resume or --overwrite, "
+                   "a non-empty --out is refused)")
+    p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the spec's device")
     p.add_argument("--devices", type=int, default=1,
                    help="train data-parallel on N devices of this host (N GPUs, or N CPU processes with gloo) "
@@ -398,38 +481,44 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="sample from a checkpoint or final generator")
-    p.add_argument("checkpoint")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p = add_command(sub, "generate", "sample from a checkpoint or final generator file (or, through the service, "
+                    "from a job id)", ["ganforge generate runs/ring8/final/generator.pt --n 64 --out ring.png",
+                                       "ganforge generate runs/mnist/final/generator.pt --labels 7 --out sevens.jpg",
+                                       "ganforge generate 3f2a... --n 16 --out samples.npy"])
+    p.add_argument("checkpoint", help="a checkpoint or final generator file (.pt)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same samples (default 0)")
     p.add_argument("--labels", help="class for every sample (3) or one per sample (0,1,2,...)")
-    p.add_argument("--nrow", type=int, help="images per row in a PNG grid")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="FILE.npy or FILE.png")
+    p.add_argument("--nrow", type=int, help="images per row in a grid")
+    p.add_argument("--device", default="cpu", help="torch device to sample on (default cpu)")
+    p.add_argument("--out", required=True, help="FILE.png or FILE.jpg (a grid) or FILE.npy (float32 samples); its "
+                   "folder must exist")
     p.add_argument("--no-rejection", action="store_true",
                    help="the raw generator's samples, also when the spec asks for sampling.rejection")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("classifier", help="the domain classifier that evaluations score images with")
-    classifier = p.add_subparsers(dest="classifier_command", required=True)
-    p = classifier.add_parser("train", help="train it for a built-in dataset (seed 0, 2 epochs) into the cache "
-                              "that evaluations read; a cached one is reused")
-    p.add_argument("dataset", help="mnist or fashion-mnist (stacked-mnist is scored with mnist's)")
-    p.add_argument("--data-dir", help="folder with one sub-folder per dataset (default: $GANFORGE_DATA_DIR)")
+    p = add_command(sub, "classifier", "the domain classifier that evaluations score images with",
+                    ["ganforge classifier train mnist"])
+    classifier = p.add_subparsers(dest="classifier_command", required=True, metavar="{train}")
+    p = add_command(classifier, "train", "train it for a built-in dataset (seed 0, 2 epochs) into the cache that "
+                    "evaluations read; a cached one is reused", ["ganforge classifier train fashion-mnist"])
+    p.add_argument("dataset", help="mnist, fashion-mnist or cifar10 (stacked-mnist is scored with mnist's)")
+    p.add_argument("--data-dir", help=data_dir_help)
     p.add_argument("--cache-dir", help="default: $GANFORGE_CACHE_DIR or ~/.cache/ganforge/datasets")
     p.set_defaults(func=cmd_classifier_train)
 
-    p = sub.add_parser("validate", help="check a spec file")
-    p.add_argument("spec")
+    p = add_command(sub, "validate", "check a spec file; each field at fault is named",
+                    ["ganforge validate my-spec.json"])
+    p.add_argument("spec", help="job spec JSON file")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("schema", help="print the job spec's JSON Schema")
+    p = add_command(sub, "schema", "print the job spec's JSON Schema", ["ganforge schema > spec.schema.json"])
     p.set_defaults(func=cmd_schema)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="GAN training, locally or as a service")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = CLIParser(prog="ganforge", description="GAN training, locally or as a service")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
     return parser
@@ -440,13 +529,43 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command: a CLIError is one message on stderr and its exit code."""
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Parse ``argv`` and run the command: a CLIError is one message on stderr and its exit code
+    (with ``--json``: a JSON object on stdout); Ctrl-C ends with 130 and no traceback; a reader
+    that stops early (``ganforge list --json | head``) ends it quietly."""
     try:
-        return args.func(args)
+        return _run(parser, list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more. stdout points at /dev/null so that
+        # the interpreter's own flush at exit does not raise (and print) the same error again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a tool killed by SIGPIPE reports
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    json_out = "--json" in argv
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except UsageError as exc:
+            if json_out:
+                raise
+            sys.stderr.write(exc.usage)
+            print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+            return exc.code
+        json_out = bool(getattr(args, "json", False))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            raise CLIError("interrupted", 130) from None
     except CLIError as exc:
-        print(f"ganforge: {exc}", file=sys.stderr)
+        if json_out:
+            print(json.dumps(exc.as_json(), indent=2), flush=True)
+        else:
+            print(f"ganforge: {exc}", file=sys.stderr)
         return exc.code
 
 

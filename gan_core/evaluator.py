@@ -108,8 +108,8 @@ class Evaluator:
         test = load_test_images(spec, self.config)
         if test is not None:  # built-in dataset: train split at native size, test split
             train = load_test_images(spec, self.config, split="train")
-        elif getattr(self.data, "labels", None) is not None:  # labelled npz: its own images
-            train = test = (self.data.images.cpu(), self.data.labels.cpu())
+        elif getattr(self.data, "labels", None) is not None:  # labelled npz or image folder: its own images
+            train = test = self.data.labelled_examples()
         else:
             return False
         self._classifier, self._classifier_meta = classifier_for(spec, self.config, train, test, self.data.num_classes)

@@ -62,6 +62,21 @@ def _encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def png_to_jpeg(png: bytes, quality: int = 95) -> bytes:
+    """The same picture as JPEG (which has no alpha: transparent parts become white)."""
+    image = Image.open(io.BytesIO(png))
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        image = background
+    elif image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def grid_png(images: Any, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> bytes:
     """Tile N images of shape N×C×H×W (C is 1 or 3, values in [-1, 1]) into one PNG.
 

@@ -58,13 +58,13 @@ def torchrun_argv(
     return argv + ["-m", module, *args]
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent (the launcher) dies, so no rank outlives
-    a launcher that was killed. A no-op elsewhere."""
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Linux: this process gets ``signum`` (SIGKILL) when its parent (the launcher) dies, so no
+    rank outlives a launcher that was killed. A no-op elsewhere."""
     if not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum))
     except (OSError, AttributeError):  # pragma: no cover - no prctl
         pass
     if os.getppid() == 1:  # the parent died before prctl took effect

@@ -42,6 +42,7 @@ DNorm = Literal["batch", "layer", "none"]
 # a stride-1 ConvTranspose from the 1x1 latent), of D's strided convs, and the kernel of G's
 # first / D's last layer (the side of the smallest feature map).
 _RADFORD_LAYOUTS: dict[int, tuple[tuple[int, ...], tuple[int, ...], int]] = {
+    128: ((16, 8, 4, 2, 1), (1, 2, 4, 8, 16), 4),  # 4 -> 8 -> 16 -> 32 -> 64 -> 128
     64: ((8, 4, 2, 1), (1, 2, 4, 8), 4),  # 4 -> 8 -> 16 -> 32 -> 64
     32: ((4, 2, 1), (1, 2, 4), 4),  # 4 -> 8 -> 16 -> 32
     28: ((4, 2), (1, 2), 7),  # 7 -> 14 -> 28

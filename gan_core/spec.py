@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Sequence, get_args
 
 from pydantic import (
     BaseModel,
@@ -30,13 +30,18 @@ DEFAULT_LIMITS: dict[str, int] = {
     "max_devices": 8,
 }
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist", "npz")
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "stacked-mnist", "cifar10", "npz", "image_folder")
 POINT_DATASETS = ("ring8", "grid25")
 # Native shape (C, H, W) of the built-in image datasets; npz data is only known once loaded.
-NATIVE_IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "stacked-mnist": (3, 28, 28)}
-DCGAN_IMAGE_SIZES = (28, 32, 64)
+NATIVE_IMAGE_SHAPE = {
+    "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "stacked-mnist": (3, 28, 28), "cifar10": (3, 32, 32),
+}
+DCGAN_IMAGE_SIZES = (28, 32, 64, 128)
+FOLDER_IMAGE_SIZES = (32, 64, 128)  # image_folder: every picture is resized and centre-cropped to one
+# Datasets whose path is a URI the service fetches (s3://, https://) or, embedded, a server path.
+PATH_DATASETS = ("npz", "image_folder")
 
-DatasetName = Literal["mnist", "fashion-mnist", "stacked-mnist", "ring8", "grid25", "npz"]
+DatasetName = Literal["mnist", "fashion-mnist", "stacked-mnist", "cifar10", "ring8", "grid25", "npz", "image_folder"]
 STACKED_MNIST_EVAL_SAMPLES = 26_000  # the standard protocol of the 1000-mode benchmark
 Loss = Literal["minimax", "bce", "lsgan", "wgan-gp", "hinge"]
 
@@ -75,12 +80,27 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     name: DatasetName
-    path: str | None = Field(None, description="npz only: local path of the user's .npz file")
+    path: str | None = Field(
+        None,
+        description="npz: the user's .npz file; image_folder: a zip or tar archive of PNG/JPEG/WebP images, or "
+        "an S3 prefix ending in '/' holding them (URIs with the s3 or https scheme; server paths only where the "
+        "deployment allows them)",
+    )
+    upload_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        description="image_folder: the id of an archive uploaded with POST /v1/datasets (instead of path)",
+    )
     image_size: int | None = Field(
-        None, ge=8, le=64, description="resize images to this square size (default: native)"
+        None, ge=8, le=128,
+        description="resize images to this square size (default: native); image_folder: 32, 64 or 128 (required)",
     )
     channels: Literal[1, 3] | None = Field(
-        None, description="npz only: expected channels (checked when the file is loaded)"
+        None, description="npz: expected channels (checked when the file is loaded); image_folder: 3 (RGB, the "
+        "default) or 1 (grayscale)",
+    )
+    labels: Literal["none", "folders"] | None = Field(
+        None, description="image_folder: 'folders' makes each class sub-folder a label (for cgan/acgan); "
+        "default 'none'",
     )
     limit: int | None = Field(None, ge=1, description="use only the first N training examples")
 
@@ -92,12 +112,26 @@ class DatasetSpec(_Strict):
             raise ValueError("must be 1 or 3, not a boolean")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _folder_defaults(cls, data: Any) -> Any:
+        # image_folder's defaults are written into the spec, so a stored spec says what was trained.
+        if isinstance(data, dict) and data.get("name") == "image_folder":
+            data = {"channels": 3, "labels": "none", **data}
+        return data
+
     @model_validator(mode="after")
     def _path_only_for_npz(self) -> DatasetSpec:
+        if self.name == "image_folder":
+            return self._check_folder()
+        if self.upload_id is not None:
+            raise _field_error("upload_id", f"only the image_folder dataset takes an upload_id, not '{self.name}'")
+        if self.labels is not None:
+            raise _field_error("labels", f"only the image_folder dataset takes labels, not '{self.name}'")
         if self.name == "npz" and not self.path:
             raise _field_error("path", "the npz dataset needs the path of a .npz file holding 'x' (and 'y')")
-        if self.name != "npz" and self.path is not None:
-            raise _field_error("path", f"only the npz dataset takes a path, not '{self.name}'")
+        if self.name not in PATH_DATASETS and self.path is not None:
+            raise _field_error("path", f"only the npz and image_folder datasets take a path, not '{self.name}'")
         if self.name in POINT_DATASETS and self.image_size is not None:
             raise _field_error("image_size", f"'{self.name}' is 2-D points; image_size does not apply")
         if self.channels is not None and self.name != "npz":
@@ -107,9 +141,21 @@ class DatasetSpec(_Strict):
                 raise _field_error("channels", f"'{self.name}' {have}; channels is checked for npz files only")
         return self
 
+    def _check_folder(self) -> DatasetSpec:
+        if (self.path is None) == (self.upload_id is None):
+            raise _field_error(
+                "path", "image_folder needs exactly one of path (an archive or s3:// prefix) and upload_id"
+            )
+        if self.image_size is None:
+            raise _field_error("image_size", f"image_folder needs image_size, one of {FOLDER_IMAGE_SIZES}")
+        if self.image_size not in FOLDER_IMAGE_SIZES:
+            raise _field_error("image_size", f"image_folder makes images of size {FOLDER_IMAGE_SIZES}, not {self.image_size}")
+        return self
+
     @property
     def is_image(self) -> bool:
         return self.name in IMAGE_DATASETS
+
 
 
 class ModelSpec(_Strict):
@@ -269,6 +315,10 @@ class ResourcesSpec(_Strict):
 
 class JobSpec(_Strict):
     name: str = Field(..., min_length=1, max_length=120)
+    description: str | None = Field(
+        None, max_length=2000, description="free text: what this spec is for (its first line is the one-line summary "
+        "`ganforge presets` shows)",
+    )
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Loss = "bce"
@@ -312,6 +362,11 @@ class JobSpec(_Strict):
                 )
             if model.conditioning != "none":
                 raise _field_error("model.conditioning", f"'{data.name}' has no labels; use 'none'")
+        if data.name == "image_folder" and model.conditioning != "none" and data.labels != "folders":
+            raise _field_error(
+                "model.conditioning", "this image_folder has no labels; set dataset.labels to 'folders' to make "
+                "class sub-folders labels, or use 'none'"
+            )
         if data.name == "stacked-mnist" and model.conditioning != "none":
             raise _field_error(
                 "model.conditioning", "stacked-mnist measures how many of its 1000 modes an unconditional "
@@ -377,8 +432,27 @@ def json_schema() -> dict[str, Any]:
     return JobSpec.model_json_schema()
 
 
-def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words."""
+def _fields_at(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
+    """The field names of the sub-model at ``path`` inside ``model`` ([] where there is none)."""
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        candidates = [field.annotation, *get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def error_details(exc: ValidationError, model: type[BaseModel] | None = None) -> list[dict[str, str]]:
+    """[{field, problem}] for a pydantic error: the field path dotted, the reason in words; an
+    unknown field of ``model`` (JobSpec's errors by default) names the closest known one."""
+    import difflib
+
+    if model is None and exc.title == JobSpec.__name__:
+        model = JobSpec
     details = []
     for err in exc.errors(include_url=False):
         # An empty key (``{"": 1}``) is still named: a field path never has an empty part.
@@ -386,6 +460,11 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
         problem = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             problem = "unknown field"
+            raw = err.get("loc", ())
+            known = _fields_at(model, raw[:-1]) if model is not None and raw else []
+            close = difflib.get_close_matches(str(raw[-1]), known, n=1, cutoff=0.6) if known else []
+            if close:
+                problem += f"; did you mean '{close[0]}'?"
         named = _FIELD_PREFIX.match(problem) if err.get("type") == "value_error" else None
         if named:  # a cross-field check names its field in the message
             loc.append(named.group(1))

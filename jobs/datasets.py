@@ -13,6 +13,9 @@
   trusted user on their own machine; production refuses to turn it on). ``file://`` and every
   other scheme are refused.
 
+``dataset.upload_id`` names an archive the tenant uploaded (POST /v1/datasets): checked at submit
+(``check_upload``), found by the worker (``upload_location``), kept while a job uses it.
+
 Downloads stop at GANFORGE_MAX_DATASET_BYTES. The API checks a submitted URI (422 naming
 ``dataset.path``); the worker checks it again before fetching (settings may have changed, DNS
 may answer differently) and hands gan_core a local copy, which ``np.load(allow_pickle=False)``
@@ -21,11 +24,14 @@ reads.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import ipaddress
+import json
 import logging
 import os
 import re
+import shutil
 import socket
 import ssl
 import tempfile
@@ -36,9 +42,17 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from gan_core.data import DataError
+from gan_core.data.archive import safe_member_name
+from gan_core.data.errors import ArchiveError
+from gan_core.data.folder import find_prepared, prepare_folder
 from gan_core.spec import JobSpec
+from jobs.models import Dataset, Job, Sweep
 from jobs.settings import Settings
+from jobs.storage import StorageError
 
 MAX_URI = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -125,8 +139,9 @@ def _public(address: str) -> bool:
     return _public_address(ip) and all(_public_address(v4) for v4 in embedded)
 
 
-def check_source(uri: str, settings: Settings, resolver: Resolver = resolve) -> Source:
-    """The parsed source of an allowed URI; DatasetSourceError (saying why) otherwise."""
+def check_source(uri: str, settings: Settings, resolver: Resolver = resolve, allow_prefix: bool = False) -> Source:
+    """The parsed source of an allowed URI; DatasetSourceError (saying why) otherwise.
+    ``allow_prefix``: an S3 key ending in ``/`` (image_folder reads every object under it)."""
     if not uri or len(uri) > MAX_URI:
         raise DatasetSourceError(f"must be a URI of 1 to {MAX_URI} characters")
     if _CONTROL.search(uri):
@@ -142,7 +157,7 @@ def check_source(uri: str, settings: Settings, resolver: Resolver = resolve) -> 
         raise DatasetSourceError(f"not a valid URI: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == "s3":
-        return _check_s3(parts.netloc, parts.path, settings)
+        return _check_s3(parts.netloc, parts.path, settings, allow_prefix)
     if scheme == "https":
         if parts.username is not None or parts.password is not None:
             raise DatasetSourceError("credentials in the URL are not accepted")
@@ -163,22 +178,24 @@ def check_source(uri: str, settings: Settings, resolver: Resolver = resolve) -> 
     raise DatasetSourceError(f"the {scheme or 'empty'}:// scheme is not accepted: give s3://bucket/key.npz or an https:// URL")
 
 
-def _check_s3(bucket: str, path: str, settings: Settings) -> Source:
+def _check_s3(bucket: str, path: str, settings: Settings, allow_prefix: bool = False) -> Source:
     bucket = bucket.lower()
     if not settings.dataset_s3_buckets:
         raise DatasetSourceError("this deployment accepts no s3:// datasets (GANFORGE_DATASET_S3_BUCKETS is empty)")
     if bucket not in settings.dataset_s3_buckets:
         raise DatasetSourceError(f"bucket {bucket!r} is not on the allowed list ({', '.join(settings.dataset_s3_buckets)})")
     key = path[1:] if path.startswith("/") else path
-    segments = key.split("/")
-    if not key or any(s in ("", ".", "..") for s in segments) or "%2e" in key.lower() or "%2f" in key.lower():
+    prefix = allow_prefix and (key == "" or key.endswith("/"))  # "" : the whole bucket
+    segments = key[:-1].split("/") if prefix and key else key.split("/")
+    if (not key and not prefix) or (key and any(s in ("", ".", "..") for s in segments)) \
+            or "%2e" in key.lower() or "%2f" in key.lower():
         raise DatasetSourceError("the key must be a plain path without empty, '.' or '..' segments")
     return Source("s3", bucket, 0, key)
 
 
 def check_spec(spec: JobSpec, settings: Settings, resolver: Resolver = resolve) -> None:
     if spec.dataset.path is not None:
-        check_source(spec.dataset.path, settings, resolver)
+        check_source(spec.dataset.path, settings, resolver, allow_prefix=spec.dataset.name == "image_folder")
 
 
 # ---- fetching (worker) -----------------------------------------------------------------------
@@ -213,6 +230,8 @@ def localise(spec: JobSpec, settings: Settings, job_id: str, resolver: Resolver 
 
 def discard(job_id: str) -> None:
     download_path(job_id).unlink(missing_ok=True)
+    folder_link(job_id).unlink(missing_ok=True)  # the cache entry itself stays for the next job
+    shutil.rmtree(_folder_work(job_id), ignore_errors=True)
 
 
 def _copy_capped(read: Callable[[int], bytes], out, limit: int) -> None:
@@ -225,23 +244,32 @@ def _copy_capped(read: Callable[[int], bytes], out, limit: int) -> None:
 
 
 def _fetch_s3(source: Source, settings: Settings, out, client=None) -> None:
+    client = _s3_client(settings, client)
+    try:
+        obj = client.get_object(Bucket=source.host, Key=source.key)
+    except Exception as exc:  # botocore's ClientError (NoSuchKey, AccessDenied), connection errors
+        raise _s3_failure(exc, f"s3://{source.host}/{source.key}") from None
+    if obj.get("ContentLength", 0) > settings.max_dataset_bytes:
+        raise DatasetSourceError(f"the dataset has {obj['ContentLength']} bytes; the limit is {settings.max_dataset_bytes}")
+    _copy_capped(obj["Body"].read, out, settings.max_dataset_bytes)
+
+
+def _s3_client(settings: Settings, client=None):
     if client is None:
         import boto3
 
         client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
-    try:
-        obj = client.get_object(Bucket=source.host, Key=source.key)
-    except Exception as exc:  # botocore's ClientError (NoSuchKey, AccessDenied), connection errors
-        # The tenant learns the store's answer (NoSuchKey, AccessDenied), never the network's (the
-        # endpoint, errno): that stays in the worker's log.
-        log.warning("dataset s3://%s/%s could not be read: %r", source.host, source.key, exc)
-        answer = getattr(exc, "response", None)  # botocore's ClientError carries the store's answer
-        code = answer.get("Error", {}).get("Code") if isinstance(answer, dict) else None
-        problem = f"the store answered {code}" if isinstance(code, str) and code.isalnum() else "connection failed"
-        raise DatasetSourceError(f"could not read the dataset s3://{source.host}/{source.key}: {problem}") from None
-    if obj.get("ContentLength", 0) > settings.max_dataset_bytes:
-        raise DatasetSourceError(f"the dataset has {obj['ContentLength']} bytes; the limit is {settings.max_dataset_bytes}")
-    _copy_capped(obj["Body"].read, out, settings.max_dataset_bytes)
+    return client
+
+
+def _s3_failure(exc: Exception, where: str) -> DatasetSourceError:
+    """The store's answer (NoSuchKey, AccessDenied) for the tenant; the network's detail (the
+    endpoint, errno) only in the worker's log."""
+    log.warning("dataset %s could not be read: %r", where, exc)
+    answer = getattr(exc, "response", None)  # botocore's ClientError carries the store's answer
+    code = answer.get("Error", {}).get("Code") if isinstance(answer, dict) else None
+    problem = f"the store answered {code}" if isinstance(code, str) and code.isalnum() else "connection failed"
+    return DatasetSourceError(f"could not read the dataset {where}: {problem}")
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
@@ -277,3 +305,221 @@ def _fetch_https(source: Source, limit: int, out, timeout: float = 60.0) -> None
         raise DatasetSourceError(f"could not download the dataset from {source.host}: connection failed") from None
     finally:
         connection.close()
+
+
+# ---- image folders (worker) ----------------------------------------------------------------------
+# An image_folder comes from an upload (the artifact store), an S3 archive or prefix, an https://
+# archive or (embedded) a server path. The worker decodes it once into the data cache
+# (gan_core.data.folder) and hands the trainer the cache entry through a per-job link, whose path
+# is the same on every host (a resumed job's spec matches its checkpoint's). Downloads land in a
+# per-job folder removed as soon as the entry exists; a cached upload or S3 prefix is not even
+# downloaded (the upload's recorded sha256, the prefix's listing name the entry).
+def folder_link(job_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / "ganforge-datasets" / f"{job_id}.folder"
+
+
+def _folder_work(job_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / "ganforge-datasets" / f"{job_id}.download"
+
+
+def localise_folder(spec: JobSpec, settings: Settings, job_id: str, *, tenant: str, db=None, storage=None,
+                    resolver: Resolver = resolve, s3_client=None) -> tuple[JobSpec, dict]:
+    """``spec`` with its image_folder replaced by the decoded cache entry, and the dataset's
+    summary (FolderSummary.as_dict(): files, images, skipped, classes, bytes, cache hit/miss).
+    ``db`` and ``storage`` are needed for uploads (``dataset.upload_id``)."""
+    data = spec.dataset
+    limits = settings.archive_limits()
+    cache_dir = settings.data_config().cache_dir
+
+    def prepare(source: Path | None, sha256: str | None = None):
+        """The decoded entry: found by ``sha256`` when given and cached (``source`` may then be
+        None: the caller downloads nothing), else decoded from ``source``."""
+        args = (data.image_size, data.channels or 3, data.labels or "none")
+        if source is None:
+            return find_prepared(cache_dir, sha256, *args)
+        return prepare_folder(source, cache_dir, *args, limits, sha256=sha256)
+
+    work = _folder_work(job_id)
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        if data.upload_id is not None:
+            prepared = _prepare_upload(data.upload_id, tenant, db, storage, limits, work, prepare)
+        else:
+            source = check_source(data.path, settings, resolver, allow_prefix=True)
+            if source.scheme == "local":
+                prepared = prepare(Path(source.key))
+            elif source.scheme == "s3" and (source.key == "" or source.key.endswith("/")):
+                prepared = _prepare_s3_prefix(source, settings, limits, work, prepare, s3_client)
+            else:
+                archive = work / "archive"
+                archive.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open("wb") as out:
+                    if source.scheme == "s3":
+                        _fetch_s3(source, settings, out, s3_client)
+                    else:
+                        _fetch_https(source, settings.max_dataset_bytes, out)
+                prepared = prepare(archive)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    link = folder_link(job_id)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(prepared.entry.resolve(), target_is_directory=True)
+    temporary.replace(link)  # atomic: a resumed attempt's link is swapped, never missing
+    localised = data.model_copy(update={"path": str(link), "upload_id": None})
+    return spec.model_copy(update={"dataset": localised}), prepared.summary.as_dict()
+
+
+def _prepare_upload(dataset_id: str, tenant: str, db, storage, limits, work: Path, prepare):
+    if db is None or storage is None:
+        raise DatasetSourceError("an uploaded dataset needs the service's database and artifact store")
+    with db.session() as session:
+        key, sha256 = upload_location(session, tenant, dataset_id)
+    found = prepare(None, sha256)  # decoded by an earlier job: nothing to download
+    if found is not None:
+        return found
+    archive = work / "archive"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with archive.open("wb") as out:
+            def read(_size: int, chunks=iter(storage.stream(key))) -> bytes:
+                chunk = next(chunks, b"")
+                digest.update(chunk)
+                return chunk
+
+            _copy_capped(read, out, limits.max_bytes)
+    except StorageError as exc:
+        log.warning("uploaded dataset %s (%s) could not be read: %r", dataset_id, key, exc)
+        raise DatasetSourceError(f"the uploaded dataset {dataset_id} could not be read from the artifact store") from None
+    if digest.hexdigest() != sha256:
+        raise DatasetSourceError(f"the uploaded dataset {dataset_id} in the store does not match its recorded sha256")
+    return prepare(archive, sha256)
+
+
+def s3_prefix_listing(source: Source, limits, client) -> list[tuple[str, str, int, str]]:
+    """(relative name, key, size, ETag) of every object under the prefix, refused like an
+    archive (ArchiveError) past the file or byte limits or when it is empty."""
+    where = f"s3://{source.host}/{source.key}"
+    objects = []
+    total = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=source.host, Prefix=source.key):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key.endswith("/"):  # a console-made "folder" marker
+                    continue
+                objects.append((key[len(source.key):], key, int(item.get("Size", 0)), str(item.get("ETag", ""))))
+                total += objects[-1][2]
+                if len(objects) > limits.max_files:
+                    raise ArchiveError("too_many_files", f"{where} holds more than {limits.max_files} files")
+                if total > limits.max_bytes:
+                    raise ArchiveError("too_large", f"the files under {where} add up to more than {limits.max_bytes} bytes")
+    except DataError:
+        raise
+    except Exception as exc:  # botocore's ClientError (NoSuchBucket, AccessDenied), connection errors
+        raise _s3_failure(exc, where) from None
+    if not objects:
+        raise ArchiveError("empty", f"there are no files under {where}")
+    return sorted(objects)
+
+
+def _prepare_s3_prefix(source: Source, settings: Settings, limits, work: Path, prepare, client=None):
+    client = _s3_client(settings, client)
+    listing = s3_prefix_listing(source, limits, client)
+    # The listing (names, sizes, ETags) stands for the content: a second job finds the entry
+    # without downloading anything; a changed object changes its ETag and so the entry.
+    identity = hashlib.sha256(json.dumps([source.host, source.key, listing]).encode()).hexdigest()
+    found = prepare(None, identity)
+    if found is not None:
+        return found
+    folder = work / "prefix"
+    left = limits.max_bytes  # the listing was within it; objects may have grown since
+    for relative, key, _, _ in listing:
+        name = safe_member_name(relative)  # '..', absolute: ArchiveError; archiver metadata: None
+        if name is None:
+            continue
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            obj = client.get_object(Bucket=source.host, Key=key)
+        except Exception as exc:
+            raise _s3_failure(exc, f"s3://{source.host}/{key}") from None
+        with target.open("wb") as out:
+            _copy_capped(obj["Body"].read, out, left)
+            left -= out.tell()
+    folder.mkdir(parents=True, exist_ok=True)
+    return prepare(folder, identity)
+
+
+# ---- uploads (POST /v1/datasets) ---------------------------------------------------------------
+class UploadNotFound(DatasetSourceError):
+    """The spec names an upload this tenant does not have (never uploaded, deleted, or another
+    tenant's: the same answer for all three)."""
+
+
+class DatasetInUse(DatasetSourceError):
+    """A queued or running job (or a sweep that may still queue one) uses the upload."""
+
+
+def upload_id(spec: JobSpec) -> str | None:
+    """The uploaded dataset ``spec`` trains on (``dataset.upload_id``), if any."""
+    return spec.dataset.upload_id
+
+
+def _owned(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant == tenant_id))
+
+
+def check_upload(session: Session, tenant_id: str, spec: JobSpec) -> None:
+    """At submit: the spec's upload, if it names one, is the tenant's own (UploadNotFound else)."""
+    wanted = upload_id(spec)
+    if wanted is not None and _owned(session, tenant_id, wanted) is None:
+        raise UploadNotFound(f"no uploaded dataset {wanted} (see GET /v1/datasets)")
+
+
+def upload_location(session: Session, tenant_id: str, dataset_id: str) -> tuple[str, str]:
+    """(storage key, sha256) of the tenant's uploaded archive, for the worker to fetch and check;
+    UploadNotFound if the tenant has no such upload."""
+    found = _owned(session, tenant_id, dataset_id)
+    if found is None:
+        raise UploadNotFound(f"no uploaded dataset {dataset_id} for this job's tenant")
+    return found.storage_key, found.sha256
+
+
+def in_use(session: Session, dataset: Dataset) -> str | None:
+    """Why ``dataset`` may not be deleted now (None: it may)."""
+    jobs = session.scalars(select(Job.id).where(Job.dataset_id == dataset.id, Job.status.in_(("queued", "running")))
+                           .order_by(Job.created_at).limit(5)).all()
+    if jobs:
+        return f"used by queued or running jobs: {', '.join(jobs)}"
+    # A live sweep queues trials later; its base (or its space) names the upload. The id is 32 hex
+    # digits, so finding it in the spec's JSON is finding it named.
+    sweeps = session.scalars(select(Sweep).where(Sweep.tenant == dataset.tenant,
+                                                 Sweep.status.in_(("queued", "running")))).all()
+    users = [sweep.id for sweep in sweeps if dataset.id in json.dumps(sweep.spec)]
+    if users:
+        return f"named by sweeps that may still queue trials: {', '.join(users[:5])}"
+    return None
+
+
+def delete_upload(session: Session, dataset_id: str, tenant_id: str | None) -> str:
+    """Delete the row of an upload (any tenant's when ``tenant_id`` is None) and return its
+    storage key, for the caller to remove once this unit of work is committed. UploadNotFound,
+    or DatasetInUse while a job may still read it.
+
+    The row is locked first (PostgreSQL): a job inserted meanwhile holds a key-share lock on it
+    through its foreign key, so either that job is committed and seen here, or it waits and then
+    fails its foreign key (the API answers that submit with a 422)."""
+    stmt = select(Dataset).where(Dataset.id == dataset_id)
+    if tenant_id is not None:
+        stmt = stmt.where(Dataset.tenant == tenant_id)
+    found = session.scalar(stmt.with_for_update())
+    if found is None:
+        raise UploadNotFound(f"no uploaded dataset {dataset_id}")
+    reason = in_use(session, found)
+    if reason is not None:
+        raise DatasetInUse(f"dataset {dataset_id} is {reason}; cancel them or wait for them to finish")
+    session.delete(found)
+    return found.storage_key

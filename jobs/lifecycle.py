@@ -104,9 +104,12 @@ class IdempotencyConflict(LifecycleError):
 
 
 def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue: str = "cpu",
-           idempotency_key: str | None = None, request_hash: str | None = None) -> Job:
+           idempotency_key: str | None = None, request_hash: str | None = None,
+           tags: Iterable[str] = (), notes: str = "") -> Job:
     """A new ``queued`` job (committed by the caller's unit of work; enqueue after the commit)."""
     job = Job(
+        tags=list(tags),
+        notes=notes,
         tenant=tenant,
         name=spec.name,
         spec=spec.model_dump(mode="json"),
@@ -117,6 +120,7 @@ def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue:
         enqueued_at=utcnow(),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        dataset_id=spec.dataset.upload_id,  # an uploaded archive: kept while the job may read it
     )
     session.add(job)
     session.flush()
@@ -138,7 +142,7 @@ def idempotent_job(db: Database, tenant: str, idempotency_key: str, request_hash
 
 
 def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, request_hash: str,
-                auto_queue: str = "cpu") -> tuple[str, bool]:
+                auto_queue: str = "cpu", tags: Iterable[str] = (), notes: str = "") -> tuple[str, bool]:
     """Submit unless this tenant already used ``idempotency_key``: (job id, created).
 
     The same key with another request body raises IdempotencyConflict. Two racing requests
@@ -151,7 +155,7 @@ def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, 
             return found, False
         try:
             with db.session() as session:
-                job = submit(session, spec, tenant, auto_queue, idempotency_key, request_hash)
+                job = submit(session, spec, tenant, auto_queue, idempotency_key, request_hash, tags, notes)
                 return job.id, True
         except IntegrityError:
             continue  # lost the race: the other request's job is there now
@@ -167,7 +171,8 @@ class Submitted:
 
 
 def submit_idempotent(db: Database, spec: JobSpec, tenant: str, idempotency_key: str | None = None,
-                      request_hash: str | None = None, admit=None, auto_queue: str = "cpu") -> Submitted:
+                      request_hash: str | None = None, admit=None, auto_queue: str = "cpu",
+                      tags: Iterable[str] = (), notes: str = "") -> Submitted:
     """Submit a job; with ``idempotency_key``, once per key and tenant.
 
     A retry (the same key and request body) gets the first submit's job back, ``created`` False,
@@ -180,15 +185,30 @@ def submit_idempotent(db: Database, spec: JobSpec, tenant: str, idempotency_key:
     if idempotency_key is None:
         with db.session() as session:
             admitted = admit(session)
-            job = submit(session, spec, tenant=tenant, auto_queue=auto_queue)
+            job = submit(session, spec, tenant=tenant, auto_queue=auto_queue, tags=tags, notes=notes)
             return Submitted(job.id, job.queue, True, admitted)
     replay = idempotent_job(db, tenant, idempotency_key, request_hash)
     if replay is not None:
         return Submitted(replay, queue_for(spec, auto_queue), False)
     with db.session() as session:
         admitted = admit(session)
-    job_id, created = submit_once(db, spec, tenant, idempotency_key, request_hash, auto_queue)
+    job_id, created = submit_once(db, spec, tenant, idempotency_key, request_hash, auto_queue, tags, notes)
     return Submitted(job_id, queue_for(spec, auto_queue), created, admitted)
+
+
+def set_labels(db: Database, job_id: str, tenant: str | None, changes: dict[str, Any]) -> None:
+    """Replace a job's ``tags`` and/or ``notes`` (the keys of ``changes``), whatever its status:
+    labels are the owner's, not the run's, so no lease fences them. JobNotFound for a job that
+    does not exist or (``tenant`` not None) belongs to another tenant."""
+    unknown = set(changes) - {"tags", "notes"}
+    if unknown:
+        raise ValueError(f"only tags and notes are labels, not {sorted(unknown)}")
+    stmt = update(Job).where(Job.id == job_id)
+    if tenant is not None:
+        stmt = stmt.where(Job.tenant == tenant)
+    with db.session() as session:
+        if session.execute(stmt.values(**changes)).rowcount != 1:
+            raise JobNotFound(job_id)
 
 
 def get(session: Session, job_id: str) -> Job:
@@ -438,6 +458,13 @@ def record_divergence(db: Database, job_id: str, token: str, message: str) -> in
         job.divergences = job.divergences + 1
         _event(session, job, "running", "running", message, job.attempt)
         return job.divergences
+
+
+def record_dataset_summary(db: Database, job_id: str, token: str, summary: dict[str, Any]) -> None:
+    """What the job's image dataset held (gan_core.data.folder.FolderSummary), for the job view."""
+    with db.session() as session:
+        job = _owned(session, job_id, token)
+        job.dataset_summary = summary
 
 
 MAX_HEALTH_FINDINGS = 100  # a job's health list keeps the newest (each finding is also an event)

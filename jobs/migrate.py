@@ -1,29 +1,28 @@
 """Schema migrations, programmatically: the same Alembic scripts as ``alembic upgrade head``.
 
-The scripts live in ``migrations/`` beside this package (found from this file, so any working
-directory will do; the package is installed in editable mode).
+The scripts ship with the package (``ganforge.resources.migrations_dir``: the top-level
+``migrations/`` folder of a checkout, or its copy inside an installed wheel), so any working
+directory will do.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
+from ganforge.resources import migrations_dir
+
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = migrations_dir()
 
 
 def alembic_config(url: str) -> Config:
     """An Alembic config with no ini file: scripts from MIGRATIONS_DIR, database ``url``."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise FileNotFoundError(f"migration scripts not found in {MIGRATIONS_DIR}")
     config = Config()
     # '%' would be read as configparser interpolation.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))

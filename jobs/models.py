@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    DDL,
     BigInteger,
     Boolean,
     DateTime,
@@ -23,7 +24,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -92,10 +96,23 @@ class Job(Base):
     # A sweep's trial (jobs/sweeps.py): otherwise an ordinary job.
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL", name="fk_jobs_sweep_id"),
                                                  nullable=True, index=True)
+    # The uploaded dataset the spec names (dataset.upload_id): a queued or running job keeps it
+    # from being deleted; a finished job forgets it when it is.
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL", name="fk_jobs_dataset_id"), nullable=True, index=True)
+    # What an image dataset held when the worker decoded it (files used, skipped, classes, bytes,
+    # cache hit or miss): gan_core.data.folder.FolderSummary.
+    dataset_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # GAN health (gan_core.health): the findings [{detector, step, message, action}], and the
     # detector that stopped the job (diverged, discriminator_won, mode_collapse) when one did.
     health: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The owner's labels (api/job_labels.py): set at submit, editable later, never part of the
+    # spec. Tags are a JSON array in the row (read with it: no join on the list or the job view);
+    # on PostgreSQL a jsonb with a GIN index for the ?tag= filter (containment, @>).
+    tags: Mapped[list[str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=list,
+                                            server_default=text("'[]'"))
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -108,7 +125,17 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at", "id"),
         Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
         Index("uq_jobs_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+        # ?tag=: jsonb containment; ?q=: a case-insensitive substring of the name (ILIKE '%q%'),
+        # which only a trigram index serves. On SQLite both are plain indexes nobody uses.
+        Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
+        Index("ix_jobs_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
     )
+
+
+# The trigram operator class comes with the pg_trgm extension (a trusted extension since
+# PostgreSQL 13: the database's owner may create it). Migration 0009 creates it too.
+event.listen(Job.__table__, "before_create",
+             DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql"))
 
 
 class JobEvent(Base):
@@ -238,3 +265,32 @@ class SweepTrial(Base):
 
     __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_trials_sweep_number"),
                       UniqueConstraint("job_id", name="uq_sweep_trials_job_id"))
+
+
+class Dataset(Base):
+    """An archive of images a tenant uploaded (POST /v1/datasets), checked once and kept in the
+    artifact store under ``storage_key``; jobs name it as ``dataset.upload_id``. The figures are
+    gan_core.data.archive's inspection of it."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(120))
+    storage_key: Mapped[str] = mapped_column(String(512))
+    content_type: Mapped[str] = mapped_column(String(64))  # the archive's format as uploaded
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)  # the archive's size
+    files: Mapped[int] = mapped_column(Integer)  # regular files in the archive
+    images: Mapped[int] = mapped_column(Integer)  # of those, decodable images
+    skipped: Mapped[int] = mapped_column(Integer)  # corrupt or not images
+    classes: Mapped[Any] = mapped_column(JSON)  # class folder names (labels: folders), as inspected
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_datasets_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_datasets_created", "created_at", "id"),
+        Index("uq_datasets_tenant_idempotency_key", "tenant", "idempotency_key", unique=True),
+    )

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 if TYPE_CHECKING:
     from gan_core.data import DataConfig
+    from gan_core.data.archive import ArchiveLimits
 
 
 class SettingsError(ValueError):
@@ -59,6 +60,8 @@ class Settings(BaseSettings):
     presign_ttl_seconds: int = _env("GANFORGE_PRESIGN_TTL", 900)
     # views of finished jobs kept per API process (0: none); api/finished_views.py
     finished_view_cache: int = _env("GANFORGE_FINISHED_VIEW_CACHE", 2048)
+    # ... each for this long: a label edit (PATCH) through another API process shows within it
+    finished_view_seconds: float = _env("GANFORGE_FINISHED_VIEW_SECONDS", 5.0, ge=0)
     max_body_bytes: int = _env("GANFORGE_MAX_BODY_BYTES", 1_000_000)
     max_steps: int = _env("GANFORGE_MAX_STEPS", 1_000_000)
     max_batch_size: int = _env("GANFORGE_MAX_BATCH_SIZE", 4096)
@@ -97,7 +100,11 @@ class Settings(BaseSettings):
     dataset_https_hosts: tuple[str, ...] = _env("GANFORGE_DATASET_HTTPS_HOSTS", ())  # empty = any public host
     # server paths in dataset.path; embedded only (one trusted user)
     allow_local_datasets: bool = _env("GANFORGE_ALLOW_LOCAL_DATASETS", True)
-    max_dataset_bytes: int = _env("GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3)  # download cap
+    max_dataset_bytes: int = _env("GANFORGE_MAX_DATASET_BYTES", 2 * 1024**3, gt=0)  # download and archive cap
+    # files in one image archive, upload or S3 prefix (gan_core.data.archive.ArchiveLimits)
+    max_dataset_files: int = _env("GANFORGE_MAX_DATASET_FILES", 100_000, gt=0)
+    # uploaded datasets (POST /v1/datasets) a tenant may keep at once; the store holds each archive
+    max_datasets_per_tenant: int = _env("GANFORGE_MAX_DATASETS_PER_TENANT", 100, gt=0)
 
     # ---- how variables are read ------------------------------------------------------------
     @field_validator("worker_queues", "dataset_s3_buckets", "dataset_https_hosts", mode="before")
@@ -201,13 +208,20 @@ class Settings(BaseSettings):
         # settings never need.
         from gan_core.data import DataConfig, DataError
 
-        kwargs: dict[str, Any] = {"data_dir": self.dataset_dir, "mirrors": self.dataset_mirrors}
+        kwargs: dict[str, Any] = {"data_dir": self.dataset_dir, "mirrors": self.dataset_mirrors,
+                                  "archive_limits": self.archive_limits()}
         if self.dataset_cache_dir is not None:
             kwargs["cache_dir"] = self.dataset_cache_dir
         try:
             return DataConfig(**kwargs)
         except DataError as exc:
             raise SettingsError(f"GANFORGE_DATASET_MIRRORS: {exc}") from None
+
+    def archive_limits(self) -> "ArchiveLimits":
+        """What an image archive may hold (GANFORGE_MAX_DATASET_FILES, GANFORGE_MAX_DATASET_BYTES)."""
+        from gan_core.data.archive import ArchiveLimits
+
+        return ArchiveLimits(max_files=self.max_dataset_files, max_bytes=self.max_dataset_bytes)
 
     def resolve_signing_secret(self) -> str:
         """The URL-signing secret: GANFORGE_SECRET_KEY; required in production. Embedded mode

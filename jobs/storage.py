@@ -60,6 +60,11 @@ def attempt_log_key(job_id: str, attempt: int) -> str:
     return f"jobs/{job_id}/logs/attempt-{attempt}.log"
 
 
+def dataset_key(dataset_id: str, extension: str) -> str:
+    """An uploaded dataset's archive (its owner is the datasets row, not the key)."""
+    return f"datasets/{dataset_id}/archive{extension}"
+
+
 def _check_key(key: str) -> str:
     path = PurePosixPath(key)
     if not key or key.startswith("/") or any(part in ("..", ".", "") for part in key.split("/")) or path.is_absolute():
@@ -69,6 +74,9 @@ def _check_key(key: str) -> str:
 
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str) -> StoredObject:
+        """``put`` for a file on disk, read in chunks (an uploaded dataset never sits whole in memory)."""
 
     def get(self, key: str) -> bytes: ...
 
@@ -108,6 +116,25 @@ class LocalStorage:
         if size != len(data):
             raise StorageError(f"{key}: wrote {len(data)} bytes, found {size}")
         return StoredObject(key, size, hashlib.sha256(data).hexdigest())
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str) -> StoredObject:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as source:
+                while block := source.read(CHUNK):
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if target.stat().st_size != size:
+            raise StorageError(f"{key}: wrote {size} bytes, found {target.stat().st_size}")
+        return StoredObject(key, size, digest.hexdigest())
 
     def get(self, key: str) -> bytes:
         try:
@@ -190,6 +217,29 @@ class S3Storage:
         if head["ContentLength"] != len(data):
             raise StorageError(f"{key}: uploaded {len(data)} bytes, store reports {head['ContentLength']}")
         return StoredObject(key, len(data), digest)
+
+    def put_file(self, key: str, path: str | os.PathLike[str], content_type: str) -> StoredObject:
+        from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as source:
+            while block := source.read(CHUNK):
+                digest.update(block)
+                size += len(block)
+        full = self._full(key)
+        try:
+            # boto3's managed transfer: multipart past 64 MiB, each part read from the file as sent.
+            self.client.upload_file(str(path), self.bucket, full,
+                                    ExtraArgs={"ContentType": content_type, "Metadata": {"sha256": digest.hexdigest()}},
+                                    Config=TransferConfig(multipart_threshold=64 * 1024**2, use_threads=False))
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            raise StorageError(f"upload of {key} failed: {exc}") from exc
+        if head["ContentLength"] != size:
+            raise StorageError(f"{key}: uploaded {size} bytes, store reports {head['ContentLength']}")
+        return StoredObject(key, size, digest.hexdigest())
 
     def _get_object(self, key: str):
         from botocore.exceptions import BotoCoreError, ClientError

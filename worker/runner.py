@@ -9,10 +9,11 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential
 
 from gan_core import checkpoint as ckpt
 from gan_core import distributed, health, images
@@ -64,6 +65,9 @@ class JobReporter(Callbacks):
         self._runtime_before = runtime_before
         self._started: float | None = None  # the clock runs while the loop trains (start_clock)
         self._last_beat = time.monotonic()
+        # The trainer's step, read by each heartbeat: progress shows every second, not only at
+        # log_every (runner sets it once the trainer exists).
+        self.current_step: Callable[[], int] | None = None
 
     def start_clock(self) -> None:
         if self._started is None:
@@ -78,7 +82,8 @@ class JobReporter(Callbacks):
 
     def beat(self) -> None:
         self.cancel_requested = with_db_retry(lambda: lifecycle.heartbeat(
-            self.services.db, self.claim.job_id, self.claim.token, self.lease, runtime_seconds=self.runtime()),
+            self.services.db, self.claim.job_id, self.claim.token, self.lease,
+            step=self.current_step() if self.current_step is not None else None, runtime_seconds=self.runtime()),
             self.lease)
         self._last_beat = time.monotonic()
 
@@ -146,22 +151,24 @@ class JobReporter(Callbacks):
             thread.join()
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)))
+
+
+def _log_retry(what: str, job_id: str | None = None):
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, state.upcoming_sleep,
+                    extra={"job_id": job_id} if job_id else None)
+    return before_sleep
+
+
 def with_db_retry(call, budget_seconds: float):
     """Run ``call``; while the database connection fails, retry with backoff for up to
     ``budget_seconds`` (a restarted database, a dropped connection). LeaseLost is not retried."""
-    deadline = time.monotonic() + budget_seconds
-    delay = 0.2
-    while True:
-        try:
-            return call()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated and not isinstance(exc, (OperationalError, InterfaceError)):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("database unreachable (%s); retrying in %.1f s", type(exc).__name__, delay)
-            time.sleep(delay)
-            delay = min(5.0, delay * 2)
+    return Retrying(retry=retry_if_exception(_connection_lost), stop=stop_before_delay(budget_seconds),
+                    wait=wait_exponential(multiplier=0.2, max=5.0), reraise=True,
+                    before_sleep=_log_retry("database unreachable"))(call)
 
 
 def prune_checkpoints(services: Services, claim: Claim, spec: JobSpec) -> None:
@@ -185,19 +192,12 @@ def latest_checkpoint(services: Services, job_id: str, patience_seconds: float =
     artifact = lifecycle.latest_artifact(services.db, job_id, "checkpoint")
     if artifact is None:
         return None
-    deadline, delay = time.monotonic() + patience_seconds, BACKOFF_START
-    while True:
-        try:
-            data = services.storage.get(artifact.key)
-            break
-        except ObjectNotFound:
-            raise
-        except StorageError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("cannot fetch %s (%s); retrying in %.1f s", artifact.key, exc, delay, extra={"job_id": job_id})
-            time.sleep(delay)
-            delay = min(BACKOFF_MAX, delay * 2)
+    # ObjectNotFound is a StorageError too, but waiting will not make a missing object appear.
+    fetch = Retrying(retry=retry_if_exception(lambda exc: isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound)),
+                     stop=stop_before_delay(patience_seconds), reraise=True,
+                     wait=wait_exponential(multiplier=BACKOFF_START, max=BACKOFF_MAX),
+                     before_sleep=_log_retry(f"cannot fetch {artifact.key}", job_id))
+    data = fetch(services.storage.get, artifact.key)
     return ckpt.load(data, expect=ckpt.TRAINING_FORMAT)
 
 
@@ -246,7 +246,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     with services.db.session() as session:
         job = lifecycle.get(session, job_id)
         spec = spec or lifecycle.load_spec(job.spec, settings)
-        runtime_before, divergences = job.runtime_seconds, job.divergences
+        runtime_before, divergences, tenant = job.runtime_seconds, job.divergences, job.tenant
         health_stops = spec.train.health.stop if spec.train.health.stop is not None else job.sweep_id is not None
 
     def retention(item) -> None:  # a new checkpoint or a new evaluation score may free older checkpoints
@@ -258,7 +258,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     try:
         data_config = settings.data_config()  # a bad GANFORGE_DATASET_MIRRORS fails the job, naming it
         # user data: allowed sources, size-capped (the other ranks read the same local copy)
-        spec = parallel.share(lambda: datasets.localise(spec, settings, job_id))
+        spec = parallel.share(lambda: _localise(services, claim, spec, tenant, reporter))
         trainer = None
         while True:
             def resume_point() -> tuple[bytes | None, float]:
@@ -268,6 +268,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
 
             resume_bytes, lr_scale = parallel.share(resume_point)
             trainer = _trainer(spec, data_config, reporter, resume_bytes, lr_scale, trainer, parallel)
+            reporter.current_step = lambda trainer=trainer: trainer.state.step
             if resume_bytes is not None:
                 log.info("job %s resumes from step %d", job_id, trainer.state.step)
             try:
@@ -327,6 +328,20 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
     finally:
         uploader.close()
         datasets.discard(job_id)
+
+
+def _localise(services: Services, claim: Claim, spec: JobSpec, tenant: str, reporter: JobReporter) -> JobSpec:
+    """The spec with its user data made local: an npz copied, an image folder decoded into the
+    data cache (its summary recorded on the job for the job view)."""
+    if spec.dataset.name != "image_folder":
+        return datasets.localise(spec, services.settings, claim.job_id)
+    with reporter.long_operation("prepare dataset"):  # a first decode of a large archive takes minutes
+        localised, summary = datasets.localise_folder(spec, services.settings, claim.job_id, tenant=tenant,
+                                                      db=services.db, storage=services.storage)
+    lifecycle.record_dataset_summary(services.db, claim.job_id, claim.token, summary)
+    log.info("job %s: image_folder with %d images (%d skipped, cache %s)", claim.job_id, summary["images"],
+             summary["skipped"], summary["cache"])
+    return localised
 
 
 def follow_claimed(parallel: Parallel, data_config: DataConfig) -> str:

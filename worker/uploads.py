@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exception_type, wait_exponential
+
 from jobs import lifecycle
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.services import Services
@@ -106,21 +108,25 @@ class Uploader:
                 self._queue.task_done()
 
     def _land(self, item: Pending) -> None:
-        delay = BACKOFF_START
-        while not self._stop.is_set():
-            try:
-                self._upload(item)
-                item.path.unlink(missing_ok=True)
-                return
-            except LeaseLost as exc:
-                self._fatal = exc
-                return
-            except Exception as exc:  # the store or the database is away: wait and try again
-                self.retries += 1
-                log.warning("upload of %s failed (%s: %s); retrying in %.1f s", item.key, type(exc).__name__, exc, delay,
-                            extra={"job_id": self.claim.job_id})
-                self._stop.wait(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
+        # The store or the database away: wait and try again, for as long as the job runs.
+        # A lost lease is final (another attempt owns the job); close() stops the waiting.
+        def before_sleep(state: RetryCallState) -> None:
+            self.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("upload of %s failed (%s: %s); retrying in %.1f s", item.key, type(exc).__name__, exc,
+                        state.upcoming_sleep, extra={"job_id": self.claim.job_id})
+
+        attempts = Retrying(retry=retry_if_not_exception_type(LeaseLost), stop=lambda _: self._stop.is_set(),
+                            wait=wait_exponential(multiplier=BACKOFF_START, max=BACKOFF_MAX),
+                            sleep=self._stop.wait, before_sleep=before_sleep)
+        try:
+            attempts(self._upload, item)
+        except LeaseLost as exc:
+            self._fatal = exc
+        except RetryError:
+            return  # closed while the store was away: the spool file goes with the folder
+        else:
+            item.path.unlink(missing_ok=True)
 
     def _upload(self, item: Pending) -> None:
         data = item.path.read_bytes()

@@ -36,6 +36,9 @@ const gf = {
     if (options.json !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = typeof options.json === "string" ? options.json : JSON.stringify(options.json);
+    } else if (options.body !== undefined) {  // a File or Blob, sent as it is (an archive upload)
+      init.headers["Content-Type"] = options.contentType;
+      init.body = options.body;
     }
     let response;
     try {
@@ -101,6 +104,97 @@ const gf = {
 
   isActive(status) {
     return status === "queued" || status === "running";
+  },
+
+  // A list page (jobs, sweeps): a table of the tenant's items from ``path``, a status filter kept
+  // in the URL, keyset paging (the API's cursors; ?limit= for long lists) and a refresh every few
+  // seconds while an item on the page is queued or running.
+  // A paged table over a list endpoint: the status filter and any text filters (`filters`: input
+  // id → query parameter, e.g. the jobs page's name search ?q= and tag ?tag=) are kept in the page's
+  // URL; keyset paging with the API's cursors; a refresh every few seconds while an item is live.
+  // Returns { setFilter(param, value) } for rows that filter by a value of theirs (a tag chip).
+  pagedList({ path, row, columns, empty, filters = {} }) {
+    const params = new URLSearchParams(location.search);
+    const pageSize = Math.min(200, Math.max(1, Number(params.get("limit")) || 25));
+    const REFRESH_MS = 3000;
+    const $ = (id) => document.getElementById(id);
+    const body = $(path.slice(4) + "-body");  // /v1/jobs → #jobs-body
+    const errorBox = $(path.slice(4) + "-error");
+    const filter = $("status-filter"), prev = $("page-prev"), next = $("page-next"), info = $("page-info");
+    const inputs = Object.entries(filters).map(([id, param]) => [$(id), param]);
+    filter.value = params.get("status") || "";
+    for (const [input, param] of inputs) input.value = params.get(param) || "";
+    // cursors[i] is the cursor that loads page i (page 0 has none).
+    let cursors = [null];
+    let page = 0;
+    let nextCursor = null;
+    let timer = null;
+
+    function current() {
+      return [["status", filter.value], ...inputs.map(([input, param]) => [param, input.value.trim()])];
+    }
+
+    async function load() {
+      clearTimeout(timer);
+      const query = new URLSearchParams({ limit: pageSize });
+      for (const [param, value] of current()) if (value) query.set(param, value);
+      if (cursors[page]) query.set("cursor", cursors[page]);
+      let data;
+      try {
+        data = await gf.json(path + "?" + query);
+        gf.showError(errorBox, null);
+      } catch (error) {
+        gf.showError(errorBox, error);
+        timer = setTimeout(load, REFRESH_MS * 2);
+        return;
+      }
+      body.replaceChildren(...(data.items.length ? data.items.map(row)
+        : [gf.el("tr", {}, gf.el("td", { colspan: columns, class: "muted", text: empty }))]));
+      nextCursor = data.next_cursor;
+      prev.disabled = page === 0;
+      next.disabled = !nextCursor;
+      info.textContent = `page ${page + 1}`;
+      if (data.items.some((item) => gf.isActive(item.status))) timer = setTimeout(load, REFRESH_MS);
+    }
+
+    // A new filter starts again from the first page; the page's URL keeps the filters (links, reloads).
+    function filtersChanged() {
+      cursors = [null];
+      page = 0;
+      const url = new URL(location.href);
+      for (const [param, value] of current()) {
+        if (value) url.searchParams.set(param, value); else url.searchParams.delete(param);
+      }
+      history.replaceState(null, "", url);
+      load();
+    }
+
+    let typing = null;
+    function typed() {  // search as one types, without a request per key
+      clearTimeout(typing);
+      typing = setTimeout(filtersChanged, 300);
+    }
+    filter.addEventListener("change", filtersChanged);
+    for (const [input] of inputs) input.addEventListener("input", typed);
+    next.addEventListener("click", () => {
+      if (!nextCursor) return;
+      cursors[page + 1] = nextCursor;
+      page += 1;
+      load();
+    });
+    prev.addEventListener("click", () => {
+      if (page === 0) return;
+      page -= 1;
+      load();
+    });
+    window.addEventListener("gf-api-key", () => { cursors = [null]; page = 0; load(); });
+    load();
+    return {
+      setFilter(param, value) {
+        for (const [input, name] of inputs) if (name === param) input.value = value;
+        filtersChanged();
+      },
+    };
   },
 };
 

@@ -40,6 +40,11 @@
     $("job-attempts").textContent = `${data.attempts}/${data.max_attempts}`;
     $("job-queue").textContent = data.queue;
     $("job-devices").textContent = data.devices || 1;
+    $("job-sweep").hidden = !data.sweep_id;
+    if (data.sweep_id) {
+      $("job-sweep-link").href = "/sweeps/" + data.sweep_id;
+      $("job-sweep-link").textContent = data.sweep_id.slice(0, 8);
+    }
     const waiting = $("job-waiting");
     waiting.hidden = !data.waiting_reason;
     waiting.textContent = data.waiting_reason ? "Waiting: " + data.waiting_reason : "";
@@ -47,6 +52,11 @@
     failure.hidden = !data.error;
     failure.textContent = data.error ? "Error: " + data.error : "";
     $("cancel").hidden = !gf.isActive(data.status) || data.cancel_requested;
+    const tags = data.tags || [];
+    $("job-tags").hidden = !tags.length;
+    $("job-tags").replaceChildren(...tags.map((tag) => gf.el("a", { class: "tag", href: "/?tag=" + encodeURIComponent(tag), text: tag })));
+    $("job-notes").hidden = !data.notes;
+    $("job-notes").textContent = data.notes || "";
     $("events").replaceChildren(...data.events.map((e) => gf.el("tr", {},
       gf.el("td", { text: gf.time(e.at) }), gf.el("td", { text: e.from || "" }), gf.el("td", {}, gf.badge(e.to)),
       gf.el("td", { text: e.attempt }), gf.el("td", { text: e.message || "" }))));
@@ -55,6 +65,32 @@
     $("gen-label-wrap").hidden = !conditional;
     showEvaluation(data.evaluation);
     showHealth(data);
+    showDatasetSummary(data.dataset_summary, data.spec && data.spec.dataset);
+  }
+
+  // What the worker decoded for an image_folder job (null before it has, and for other datasets).
+  function showDatasetSummary(summary, dataset) {
+    const card = $("dataset-card");
+    if (!summary || typeof summary !== "object") { card.hidden = true; return; }
+    const out = [
+      figure("images used", String(summary.images), "images"),
+      figure("files skipped", String(summary.skipped), "skipped"),
+      figure("files in the archive", String(summary.files), "files"),
+      figure("size", sizeText(summary.bytes || 0), "bytes"),
+    ];
+    if (summary.image_size) {
+      out.push(figure("decoded at", `${summary.image_size} px, ${summary.channels === 1 ? "grayscale" : "RGB"}`, "image_size"));
+    }
+    const hit = summary.cache === "hit";
+    out.push(figure("decode cache", hit ? "hit" : `miss (${gf.num(summary.decode_seconds || 0, 3)} s)`, "cache"));
+    if (dataset && dataset.upload_id) out.push(figure("upload", dataset.upload_id.slice(0, 8), "upload_id"));
+    $("dataset-summary").replaceChildren(...out);
+    const classes = Array.isArray(summary.classes) ? summary.classes : [];
+    const line = $("dataset-classes");
+    line.hidden = !classes.length;
+    const usage = summary.labels === "folders" ? "used as labels (label i is the i-th)" : "not used as labels";
+    line.textContent = classes.length ? `${classes.length} class folders, ${usage}: ${classes.join(", ")}` : "";
+    card.hidden = false;
   }
 
   // The "GAN health" row: ok, the detectors' warnings, or the one that stopped the job.
@@ -345,6 +381,28 @@
     const label = intValue("gen-label");
     if (!$("gen-label-wrap").hidden && label !== null) body.label = label;
     showPng("interp-image", "interp-error", `${base}/interpolate`, body);
+  });
+
+  // The bundle through fetch (the API key rides in a header, which a plain link cannot carry),
+  // handed to the browser as a file.
+  $("download-bundle").addEventListener("click", async () => {
+    const button = $("download-bundle");
+    button.disabled = true;
+    try {
+      const response = await gf.request(`${base}/bundle`);
+      const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+      const url = URL.createObjectURL(await response.blob());
+      const link = gf.el("a", { href: url, download: match ? match[1] : `job-${jobId.slice(0, 8)}.zip`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      gf.showError($("job-error"), null);
+    } catch (error) {
+      gf.showError($("job-error"), error);
+    } finally {
+      button.disabled = false;
+    }
   });
 
   $("cancel").addEventListener("click", async () => {

@@ -207,6 +207,93 @@
     }
   }
 
+  // ---- uploaded datasets (POST /v1/datasets) -------------------------------------------------
+  const ARCHIVE_TYPES = [[".tar.gz", "application/gzip"], [".tgz", "application/gzip"], [".zip", "application/zip"],
+    [".tar", "application/x-tar"]];
+  const FOLDER_PRESET = "dcgan-64-folder";  // a DCGAN at 64 px for a folder of RGB pictures
+  let uploads = [];
+
+  function describe(d) {
+    const classes = d.classes && d.classes.length ? `, ${d.classes.length} classes (${d.classes.join(", ")})` : "";
+    return `${d.name}: ${d.images} images, ${d.skipped} skipped of ${d.files} files${classes}, ` +
+      `${(d.bytes / (1 << 20)).toFixed(1)} MiB · id ${d.id}`;
+  }
+
+  function showPicked() {
+    const picked = uploads.find((d) => d.id === $("dataset-pick").value);
+    $("dataset-info").textContent = picked ? describe(picked) : "";
+    $("dataset-use").disabled = !picked;
+  }
+
+  async function loadUploads(select) {
+    const pick = $("dataset-pick");
+    try {
+      uploads = (await gf.json("/v1/datasets?limit=200")).items;
+    } catch (error) {
+      uploads = [];
+      $("dataset-info").textContent = "uploaded datasets unavailable: " + error.message;
+    }
+    pick.replaceChildren(gf.el("option", { value: "", text: uploads.length ? "— choose —" : "none yet" }),
+      ...uploads.map((d) => gf.el("option", { value: d.id, text: `${d.name} (${d.images} images)` })));
+    if (select) pick.value = select;
+    showPicked();
+  }
+
+  async function upload(event) {
+    event.preventDefault();
+    const file = $("upload-file").files[0];
+    const state = $("upload-state");
+    gf.showError($("upload-error"), null);
+    if (!file) { gf.showError($("upload-error"), new Error("choose an archive first")); return; }
+    const type = ARCHIVE_TYPES.find(([suffix]) => file.name.toLowerCase().endsWith(suffix));
+    if (!type) {
+      gf.showError($("upload-error"), new Error(`${file.name} is not a .zip, .tar, .tar.gz or .tgz archive`));
+      return;
+    }
+    const name = $("upload-name").value.trim() || file.name.replace(/\.(tar\.gz|tgz|zip|tar)$/i, "") || "dataset";
+    $("upload").disabled = true;
+    state.textContent = `uploading ${(file.size / (1 << 20)).toFixed(1)} MiB…`;
+    try {
+      const created = await gf.json("/v1/datasets?" + new URLSearchParams({ name }),
+        { method: "POST", body: file, contentType: type[1] });
+      state.textContent = "uploaded";
+      await loadUploads(created.id);
+    } catch (error) {
+      state.textContent = "";
+      // A refused archive's problem starts with its reason code (zip_bomb, unsafe_path, empty, ...).
+      const reason = error.details && error.details.length ? error.details[0].problem.split(":")[0] : "";
+      gf.showError($("upload-error"), new Error(reason ? `${error.message} [${reason}]` : error.message));
+    } finally {
+      $("upload").disabled = false;
+    }
+  }
+
+  // The spec's dataset becomes the picked upload; a spec that is not an image_folder one starts
+  // from the folder preset (when the deployment has it), since a 2-D or MNIST model would not fit.
+  function useUpload() {
+    const picked = uploads.find((d) => d.id === $("dataset-pick").value);
+    if (!picked) return;
+    let spec;
+    try { spec = JSON.parse(editor.value); } catch (e) { spec = null; }
+    if (!spec || !spec.dataset || spec.dataset.name !== "image_folder") {
+      const preset = presets.find((p) => p.name === FOLDER_PRESET);
+      // Without the preset: a DCGAN with the service's defaults (it takes RGB at 32, 64 and 128 px).
+      spec = preset ? JSON.parse(JSON.stringify(preset.spec)) : { name: picked.name, model: { arch: "dcgan" } };
+    }
+    const before = spec.dataset && spec.dataset.name === "image_folder" ? spec.dataset : {};
+    const dataset = { name: "image_folder", upload_id: picked.id, image_size: before.image_size || 64,
+      channels: before.channels || 3, labels: before.labels || "none" };
+    spec.dataset = dataset;
+    editor.value = JSON.stringify(spec, null, 2) + "\n";
+    clearErrors();
+    $("submit-state").textContent = `dataset: ${picked.name}`;
+  }
+
+  $("upload-form").addEventListener("submit", upload);
+  $("dataset-pick").addEventListener("change", showPicked);
+  $("dataset-use").addEventListener("click", useUpload);
+  loadUploads();
+
   $("preset").addEventListener("change", (event) => usePreset(event.target.value));
   $("submit").addEventListener("click", submit);
   editor.addEventListener("scroll", syncScroll);

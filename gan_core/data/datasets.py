@@ -13,7 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -122,6 +122,76 @@ class ImageDataset(Dataset):
         index = _eval_indices(len(self), n, seed).to(self.device)
         return self.images[index], None if self.labels is None else self.labels[index]
 
+    def labelled_examples(self) -> tuple[Tensor, Tensor]:
+        """Images and labels on the CPU, for a domain classifier of the dataset's own classes."""
+        if self.labels is None:
+            raise DataError("this dataset has no labels")
+        return self.images.cpu(), self.labels.cpu()
+
+
+class PixelDataset(Dataset):
+    """Images kept as uint8 (N, C, H, W) and made float32 in [-1, 1] one batch at a time.
+
+    ``pixels`` is usually a memory-mapped array (an image_folder's cache entry): on the CPU,
+    batches are gathered from it directly (the page cache holds it after the first pass); on
+    another device a set up to ``resident_max_bytes`` is copied there once as uint8 (a quarter of
+    float32's memory) so batches never cross the bus. Same sampler as ImageDataset."""
+
+    kind: Literal["image", "points"] = "image"
+
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        labels: np.ndarray | None,
+        num_classes: int | None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        resident_max_bytes: int = 8 * 1024**3,
+        summary: Any = None,
+    ) -> None:
+        super().__init__(device, seed)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4:
+            raise DataError(f"pixels must be uint8 (N, C, H, W), got {pixels.dtype} {pixels.shape}")
+        resident = self.device.type != "cpu" and pixels.nbytes <= resident_max_bytes
+        # On the device: one copy, batches gathered there. Otherwise the (memory-mapped) array
+        # stays where it is and numpy gathers the rows: a few memcpy calls, where torch's
+        # indexing of the same tensor is ~100x slower (per-element kernels, thread start-up).
+        self.pixels = torch.from_numpy(pixels).to(self.device) if resident else None
+        self.array = None if resident else pixels
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(self.device) if labels is not None else None
+        self.num_classes = num_classes
+        self.shape = tuple(pixels.shape[1:])
+        self.summary = summary  # image_folder: what was decoded (gan_core.data.folder.FolderSummary)
+
+    def __len__(self) -> int:
+        return (self.pixels if self.pixels is not None else self.array).shape[0]
+
+    def _gather(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.pixels is not None:
+            rows = self.pixels[index]  # (B, C, H, W) uint8, on the device
+        else:
+            rows = torch.from_numpy(np.take(self.array, index.cpu().numpy(), axis=0))
+            if self.device.type == "cuda":
+                rows = rows.pin_memory().to(self.device, non_blocking=True)
+            elif rows.device != self.device:
+                rows = rows.to(self.device)
+        images = rows.float().div_(127.5).sub_(1.0)
+        return images, None if self.labels is None else self.labels[index.to(self.device)]
+
+    def sample(self, batch_size: int) -> tuple[Tensor, Tensor | None]:
+        index = torch.randint(0, len(self), (batch_size,), generator=self.generator, device=self.device)
+        return self._gather(index)
+
+    def real_batch(self, n: int, seed: int) -> tuple[Tensor, Tensor | None]:
+        return self._gather(_eval_indices(len(self), n, seed).to(self.device))
+
+    def labelled_examples(self, limit: int = 20_000) -> tuple[Tensor, Tensor]:
+        """Up to ``limit`` labelled examples on the CPU (a seeded pick), for a domain classifier."""
+        if self.labels is None:
+            raise DataError("this dataset has no labels")
+        images, labels = self.real_batch(min(limit, len(self)), seed=0)
+        return images.cpu(), labels.cpu()
+
 
 class MixtureDataset(Dataset):
     """Points (2,) from a mixture of equal-weight isotropic Gaussians; no labels."""
@@ -195,6 +265,8 @@ def build_dataset(
         from gan_core.stacked_mnist import build_stacked_dataset
 
         return build_stacked_dataset(spec, config, device, seed)
+    if spec.name == "image_folder":
+        return _folder_dataset(spec, config, device, seed)
 
     if spec.name == "npz":
         source = npz_file if npz_file is not None else spec.path
@@ -202,6 +274,11 @@ def build_dataset(
             raise DataError("the npz dataset needs a file")
         x, y = load_npz(source, config.max_npz_bytes, spec.channels)
         num_classes = int(y.max()) + 1 if y is not None else None
+    elif spec.name == "cifar10":  # binary version (gan_core/data/cifar.py): (N, 3, 32, 32) uint8
+        from gan_core.data.cifar import CLASSES, load_cifar_split
+
+        x, y = load_cifar_split("train", config)
+        num_classes = len(CLASSES)
     elif spec.name in KNOWN_FILES:
         images, y = load_idx_split(spec.name, "train", config)
         x = images[:, None]  # (N, 1, 28, 28)
@@ -220,11 +297,35 @@ def build_dataset(
     return ImageDataset(images, labels, num_classes, device, seed)
 
 
+def _folder_dataset(spec: DatasetSpec, config: DataConfig, device: torch.device, seed: int) -> PixelDataset:
+    from gan_core.data.folder import load_folder
+
+    if spec.path is None:
+        raise DataError("an uploaded image_folder (upload_id) is fetched by the service; gan_core needs its path")
+    arrays = load_folder(spec.path, config.cache_dir, spec.image_size, spec.channels or 3, spec.labels or "none",
+                         config.archive_limits)
+    pixels, labels = arrays.pixels, arrays.labels
+    if spec.limit is not None:
+        pixels = pixels[: spec.limit]
+        labels = labels[: spec.limit] if labels is not None else None
+    num_classes = len(arrays.classes) if labels is not None else None
+    data = PixelDataset(pixels, labels, num_classes, device, seed, summary=arrays.summary)
+    logger.info("dataset image_folder: %d images of shape %s (%d skipped, classes %s, cache %s)", len(data),
+                data.shape, arrays.summary.skipped, arrays.classes or "none", arrays.summary.cache)
+    return data
+
+
 def load_test_images(
     spec: DatasetSpec, config: DataConfig, split: Literal["train", "test"] = "test"
 ) -> tuple[Tensor, Tensor | None] | None:
-    """A split (the test split by default) at native size: images (N, 1, 28, 28) in [-1, 1] and
-    int64 labels, on the CPU; None for datasets without a test split (npz, point mixtures)."""
+    """A split (the test split by default) at native size: images (N, C, H, W) in [-1, 1] and
+    int64 labels, on the CPU; None for datasets without a test split (npz, image folders, point
+    mixtures)."""
+    if spec.name == "cifar10":
+        from gan_core.data.cifar import load_cifar_split
+
+        images, labels = load_cifar_split(split, config)
+        return _to_model_range(images, torch.device("cpu"), None), torch.from_numpy(labels)
     if spec.name not in KNOWN_FILES:
         return None
     images, labels = load_idx_split(spec.name, split, config)
@@ -253,6 +354,13 @@ def dataset_fingerprint(spec: DatasetSpec, config: DataConfig) -> str:
         if spec.path is None:
             raise DataError("the npz dataset needs a path to fingerprint")
         identity["sha256"] = file_sha256(spec.path)
+    elif spec.name == "image_folder":
+        from gan_core.data.folder import folder_sha256
+
+        if spec.path is None:
+            raise DataError("the image_folder dataset needs a path to fingerprint")
+        identity.update(sha256=folder_sha256(spec.path, config.archive_limits), channels=spec.channels,
+                        labels=spec.labels)
     else:
         centers, sigma = mixture_params(spec.name)
         identity["centers"] = centers.tolist()

@@ -2,8 +2,9 @@
 
 The built-in IDX datasets (``mnist``, ``fashion-mnist``) are looked up in ``DataConfig.data_dir``
 (one folder per dataset: ``<data_dir>/mnist/train-images-idx3-ubyte.gz``), then in
-``DataConfig.cache_dir`` (same layout), and only then downloaded from the configured mirrors
-into the cache. Every file is checked against ``KNOWN_FILES`` (sha256) first.
+``DataConfig.system_dirs`` (packaged datasets: Debian's ``dataset-fashion-mnist`` installs
+``/usr/share/datasets/fashion-mnist/``), then in ``DataConfig.cache_dir`` (same layout), and only
+then downloaded from the configured mirrors into the cache. Every file is checked against ``KNOWN_FILES`` (sha256) first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from gan_core.data.archive import ArchiveLimits
 from gan_core.data.errors import ChecksumError, DataError, DownloadError
 
 logger = logging.getLogger(__name__)
@@ -70,29 +72,41 @@ KNOWN_FILES: dict[str, dict[str, KnownFile]] = {
             ),
         )
     },
-    # Only the hashes of the published .gz files are known (TensorFlow Datasets,
-    # url_checksums/fashion_mnist.txt; the same files torchvision pins by md5), so a
-    # fashion-mnist copy must be byte-identical to the official gzip files.
+    # sha256 of the decompressed IDX files. The published .gz files' own hashes (TensorFlow
+    # Datasets' url_checksums/fashion_mnist.txt) are 3aede38d... (train images), a04f1713... (train
+    # labels), 346e55b9... (test images), 67da17c7... (test labels); the labels' .gz in the
+    # publisher's repository decompress to the raw hashes below, and the raw image hashes are the
+    # ones independent loaders pin. Checking the content rather than the gzip accepts a copy that
+    # was recompressed, e.g. Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist).
     "fashion-mnist": {
         f.filename: f
         for f in (
             KnownFile(
                 "train-images-idx3-ubyte.gz",
-                gz_sha256="3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                raw_sha256="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
             ),
             KnownFile(
                 "train-labels-idx1-ubyte.gz",
-                gz_sha256="a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                raw_sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
             ),
             KnownFile(
                 "t10k-images-idx3-ubyte.gz",
-                gz_sha256="346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                raw_sha256="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
             ),
             KnownFile(
                 "t10k-labels-idx1-ubyte.gz",
-                gz_sha256="67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                raw_sha256="0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
             ),
         )
+    },
+    # CIFAR-10's binary version (gan_core/data/cifar.py): one tar.gz of 170 052 171 bytes. Its page
+    # publishes the md5 c32a1d4ab5d03f1284b67883e8d87530; this sha256 of the same file is the one
+    # TensorFlow Datasets (url_checksums/cifar10.txt), Julia's MLDatasets and gomlx all pin.
+    "cifar10": {
+        "cifar-10-binary.tar.gz": KnownFile(
+            "cifar-10-binary.tar.gz",
+            gz_sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+        ),
     },
 }
 
@@ -102,9 +116,14 @@ DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
 }
 
-# A mirror sending more than this for a ~30 MB file is broken or hostile; stop filling the disk.
+# Debian packages that install a dataset's files under a system dir (see DataConfig.system_dirs).
+DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+
+# A mirror sending more than this for a dataset file (MNIST's are ~10 MB, CIFAR-10's binary
+# archive 162 MiB) is broken or hostile; stop filling the disk.
 _MAX_DOWNLOAD_BYTES = 256 * 1024**2
 _CHUNK = 1024 * 1024
 
@@ -141,16 +160,21 @@ class DataConfig:
     """Where datasets come from. Paths may be given as strings; they are made ``Path``s."""
 
     data_dir: Path | None = None  # folder with one sub-folder per dataset (read only)
+    # Folders of packaged datasets in the same layout, read after data_dir: Debian's dataset-*
+    # packages install there (dataset-fashion-mnist: /usr/share/datasets/fashion-mnist/*.gz).
+    system_dirs: tuple[Path, ...] = (Path("/usr/share/datasets"),)
     cache_dir: Path = field(default_factory=_default_cache_dir)  # downloads land here
     mirrors: Mapping[str, Sequence[str]] | None = None  # per dataset; replaces DEFAULT_MIRRORS
     max_npz_bytes: int = 2 * 1024**3
     download_timeout: float = 60.0  # seconds, per connection attempt / read
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)  # image_folder archives
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
+        object.__setattr__(self, "system_dirs", tuple(Path(d).expanduser() for d in self.system_dirs))
         if self.mirrors is not None:
             object.__setattr__(self, "mirrors", _normalise_mirrors(self.mirrors))
         if self.max_npz_bytes <= 0:
@@ -230,8 +254,11 @@ def _download(name: str, known: KnownFile, dest: Path, config: DataConfig) -> by
     """Try each mirror in turn; keep the first verified copy at ``dest`` (atomically)."""
     mirrors = config.mirrors_for(name)
     where = f"{name}/{known.filename}"
+    hint = f"put the file in {config.data_dir / name}/" if config.data_dir else "set a data dir"
+    if name in DEBIAN_PACKAGES:
+        hint += f", install Debian's {DEBIAN_PACKAGES[name]} (apt-get install {DEBIAN_PACKAGES[name]})"
     if not mirrors:
-        raise DownloadError(f"{where} is not in the data or cache dir and no mirrors are configured")
+        raise DownloadError(f"{where} is not in the data or cache dir and no mirrors are configured ({hint})")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -261,7 +288,6 @@ def _download(name: str, known: KnownFile, dest: Path, config: DataConfig) -> by
             tmp.unlink(missing_ok=True)
 
     tried = "\n".join(f"  {url}: {exc}" for url, exc in failures)
-    hint = f"put the file in {config.data_dir / name}/" if config.data_dir else "set a data dir"
     message = f"could not get {where} from any mirror ({hint} or configure mirrors); tried:\n{tried}"
     if all(isinstance(exc, ChecksumError) for _, exc in failures):
         raise ChecksumError(message)
@@ -271,8 +297,8 @@ def _download(name: str, known: KnownFile, dest: Path, config: DataConfig) -> by
 def fetch_verified(name: str, filename: str, config: DataConfig) -> tuple[Path, bytes]:
     """The path of a verified copy of ``name/filename`` and its decompressed content."""
     known = _known_file(name, filename)
-    if config.data_dir is not None:
-        local = config.data_dir / name / filename
+    for folder in ([config.data_dir] if config.data_dir is not None else []) + list(config.system_dirs):
+        local = folder / name / filename
         if local.is_file():
             return local, _read_local(local, known, "replace it with an intact copy")
     cached = config.cache_dir / name / filename

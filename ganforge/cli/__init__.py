@@ -9,17 +9,27 @@ import sys
 from typing import Sequence
 
 from gan_core import cli as local
-from ganforge.cli import client_commands, serve, sweeps
+from ganforge import __version__
+from ganforge.cli import client_commands, datasets, download, export, presets, serve, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="GAN training: locally, or as a service")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = local.CLIParser(
+        prog="ganforge", description="GAN training: locally, or as a service. `ganforge COMMAND --help` says more.",
+        epilog="examples:\n  ganforge presets\n  ganforge train ring8 --out runs/ring8\n  ganforge up\n"
+               "  ganforge submit ring8 --wait\n  ganforge list --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     local.add_commands(sub)
+    presets.add_commands(sub)
     serve.add_commands(sub)
     client_commands.add_commands(sub)
     sweeps.add_commands(sub)
+    datasets.add_commands(sub)
+    download.add_commands(sub)
+    export.add_commands(sub)
     return parser
 
 

@@ -1,44 +1,87 @@
-"""The HTTP client commands: submit, status, list, cancel, samples, generate (for a job id)."""
+"""The HTTP client commands: submit, status, list, cancel, wait, logs, samples, generate (for a
+job id).
+
+Every command takes ``--json``: its result as JSON on stdout, and its errors too
+(``{"error": {"message", "exit_code", ...}}``, see gan_core.cli.run); the progress bar and
+hints go to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from gan_core import cli as local
-from gan_core.cli import CLIError, read_spec
-from ganforge.cli.follow import submit_and_wait
-from ganforge.client import APIError, Client
+from gan_core.cli import CLIError, add_command
+from ganforge.cli import follow
+from ganforge.cli.follow import TERMINAL, spec_for_submit, submit_and_wait
+from ganforge.client import APIError, Client, ConnectionFailed, jsonable
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_url(url: str | None) -> str:
+    """The service's root URL from --url, $GANFORGE_URL or the default, checked before any request."""
+    given, where = (url, "--url") if url else (os.environ.get("GANFORGE_URL"), "$GANFORGE_URL")
+    if not given:
+        return DEFAULT_URL
+    parts = urllib.parse.urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        example = given if "://" in given else f"http://{given}"
+        raise CLIError(f"{where} {given!r}: give the scheme and host, e.g. {example}", 2)
+    if parts.path.rstrip("/").endswith("/v1") or "/v1/" in parts.path:
+        root = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.split("/v1")[0], "", ""))
+        raise CLIError(f"{where} {given!r}: give the service's root without /v1 (the commands add it), e.g. {root}", 2)
+    if parts.query or parts.fragment:
+        raise CLIError(f"{where} {given!r}: a root URL has no query or fragment", 2)
+    return given
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url)
+    return Client(check_url(getattr(args, "url", None)))
 
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2) if args.json else text)
+    print(json.dumps(data, indent=2, default=jsonable) if args.json else text)
+
+
+def api_error(exc: APIError) -> CLIError:
+    return CLIError(exc.describe(), 1, {"status": exc.status, "code": exc.code, "details": exc.details})
+
+
+def unreachable(url: str, exc: OSError) -> CLIError:
+    if isinstance(exc, ConnectionFailed):  # the client names the URL it tried and why
+        url = exc.url
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, OSError) and reason.strerror:
+        reason = reason.strerror.lower()  # "connection refused", not "[Errno 111] Connection refused"
+    return CLIError(f"cannot reach the ganforge service at {url} ({reason}); start one with `ganforge up`, "
+                    "or point --url / $GANFORGE_URL at yours", 1, {"url": url})
 
 
 def _call(fn, *a, **k):
+    """Run a client call; the service's error answers and an unreachable service become CLIErrors."""
     try:
         return fn(*a, **k)
     except APIError as exc:
-        raise CLIError(exc.describe()) from None
+        raise api_error(exc) from None
     except OSError as exc:
-        raise CLIError(f"cannot reach the service: {exc}") from None
+        client = getattr(fn, "__self__", None) or next((x for x in a if isinstance(x, Client)), None)
+        raise unreachable(getattr(client, "url", "the service"), exc) from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.wait:
         return submit_and_wait(client, args.spec, show_progress=not args.json, json_out=args.json)
-    spec = read_spec(args.spec)
-    try:
-        job = client.submit(spec.model_dump(mode="json"))
-    except APIError as exc:
-        raise CLIError(exc.describe()) from None
+    job = _call(client.submit, spec_for_submit(args.spec))
     _out(args, job, job["id"])
     return 0
 
@@ -52,7 +95,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    page = _call(_client(args).jobs, status=args.status, limit=args.limit, cursor=args.cursor)
+    page = _call(_client(args).job_page, status=args.status, limit=args.limit, cursor=args.cursor)
     lines = [f"{j['id']}  {j['status']:9s} {j['progress']['step']:>7d}/{j['progress']['total']:<7d} {j['name']}" for j in page["items"]]
     if page.get("next_cursor"):
         lines.append(f"(more: --cursor {page['next_cursor']})")
@@ -61,8 +104,81 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    job = _call(_client(args).cancel, args.id)
-    _out(args, job, f"{job['id']} {job['status']}" + (" (cancellation requested)" if job["status"] == "running" else ""))
+    client = _client(args)
+    before = _call(client.job, args.id)
+    if before["status"] == "cancelled":
+        _out(args, before, f"{args.id} was already cancelled")
+        return 0
+    if before["status"] in TERMINAL:
+        raise CLIError(f"job {args.id} already ended ({before['status']}): there is nothing to cancel", 1,
+                       {"status": 409, "code": "conflict", "job_status": before["status"]})
+    if before["status"] == "running" and before.get("cancel_requested"):
+        _out(args, before, f"{args.id} running: cancellation was already requested; it stops at its worker's next "
+             f"heartbeat (follow it with `ganforge wait {args.id}`)")
+        return 0
+    try:
+        job = client.cancel(args.id)
+    except APIError as exc:
+        if exc.status == 409:  # it ended between the two calls
+            now = _call(client.job, args.id)
+            raise CLIError(f"job {args.id} already ended ({now['status']}): there is nothing to cancel", 1,
+                           {"status": 409, "code": exc.code, "job_status": now["status"]}) from None
+        raise api_error(exc) from None
+    except OSError as exc:
+        raise unreachable(client.url, exc) from None
+    _out(args, job, f"{job['id']} {job['status']}" + (" (cancellation requested: it stops at its worker's next "
+                                                      "heartbeat and saves a checkpoint)" if job["status"] == "running" else ""))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Re-attach to a job: the progress bar until it ends, then its summary."""
+    client = _client(args)
+    job = follow.follow(client, args.id, show_progress=not args.json)
+    if args.json:
+        print(json.dumps(job, indent=2))
+    else:
+        follow.print_summary(client, job)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    change = event["to"] if event["from"] in (None, event["to"]) else f"{event['from']} -> {event['to']}"
+    attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
+    return f"{event['at']}  {change}{attempt}: {event['message'] or ''}".rstrip(": ")
+
+
+def _service_logs(client: Client, job_id: str) -> list[str]:
+    """What GET /v1/jobs/{id}/logs offers today: each multi-device attempt's rank log (a file to
+    download). Items that carry their own text (worker log lines) are printed as they are."""
+    lines: list[str] = []
+    for item in _call(client.logs, job_id).get("items", []):
+        if "url" in item:
+            text = _call(client.download, item["url"]).decode(errors="replace")
+            lines += [f"--- attempt {item.get('step')} (multi-device rank log) ---", *text.rstrip("\n").splitlines()]
+        else:
+            lines.append(str(item.get("line") or item.get("message") or json.dumps(item)))
+    return lines
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    seen = 0
+    while True:
+        job = _call(client.job, args.id)
+        events = job.get("events", [])
+        fresh, seen = events[seen:], len(events)
+        if args.json and not args.follow:
+            print(json.dumps({"id": job["id"], "status": job["status"], "events": events,
+                              "logs": _service_logs(client, args.id)}, indent=2))
+            return 0
+        for event in fresh:
+            print(json.dumps(event) if args.json else _event_line(event), flush=True)
+        if not args.follow or job["status"] in TERMINAL:
+            break
+        time.sleep(args.interval)
+    for line in _service_logs(client, args.id):
+        print(json.dumps({"log": line}) if args.json else line)
     return 0
 
 
@@ -82,48 +198,78 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``generate`` is local for a checkpoint file (gan_core's command) and remote for a job id."""
+    out = Path(args.out)
+    fmt = local.output_format(out)  # before the service does any work
     if Path(args.checkpoint).exists():
         return local.cmd_generate(args)
+    if not JOB_ID.fullmatch(args.checkpoint):
+        raise CLIError(f"{args.checkpoint}: no such checkpoint file (nor a job id: those are 32 hex digits)", 2)
     client = _client(args)
-    out = Path(args.out)
-    fmt = "npy" if out.suffix == ".npy" else "png"
     data = _call(client.generate, args.checkpoint, n=args.n, seed=args.seed, labels=local.parse_labels(args.labels),
-                 checkpoint=args.step, fmt=fmt)
+                 checkpoint=args.step, fmt="npy" if fmt == "npy" else "png")
+    if fmt == "jpeg":
+        from gan_core.images import png_to_jpeg  # numpy and pillow: only when a command needs them
+
+        data = png_to_jpeg(data)
     out.write_bytes(data)
     _out(args, {"file": str(out), "bytes": len(data)}, f"wrote {out}")
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    def client_parser(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+def add_client_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--url", help=f"the service's root URL (default $GANFORGE_URL, else {DEFAULT_URL}), without /v1; "
+                                 "the API key comes from $GANFORGE_API_KEY")
+    p.add_argument("--json", action="store_true",
+                   help="JSON on stdout, errors included ({\"error\": {...}} with the exit code)")
+    return p
 
-    p = client_parser("submit", "submit a job spec")
-    p.add_argument("spec")
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    def client_parser(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        return add_client_options(add_command(sub, name, help, [example]))
+
+    p = client_parser("submit", "submit a job spec (a file, or a preset's name)", "ganforge submit ring8 --wait")
+    p.add_argument("spec", help="job spec JSON file, or a preset's name (`ganforge presets` lists them)")
     p.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     p.set_defaults(func=cmd_submit)
-    p = client_parser("status", "show a job")
-    p.add_argument("id")
+    p = client_parser("status", "show a job", "ganforge status 3f2a... --json")
+    p.add_argument("id", help="job id")
     p.set_defaults(func=cmd_status)
-    p = client_parser("list", "list jobs, newest first")
-    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
+    p = client_parser("list", "list jobs, newest first", "ganforge list --status running")
+    p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"),
+                   help="only jobs in this state")
+    p.add_argument("--limit", type=int, default=50, help="jobs per page (default 50)")
+    p.add_argument("--cursor", help="the next page: the cursor the previous page printed")
     p.set_defaults(func=cmd_list)
-    p = client_parser("cancel", "cancel a job")
-    p.add_argument("id")
+    p = client_parser("cancel", "cancel a job (queued: at once; running: at its next heartbeat, with a checkpoint)",
+                      "ganforge cancel 3f2a...")
+    p.add_argument("id", help="job id")
     p.set_defaults(func=cmd_cancel)
-    p = client_parser("samples", "download a job's sample grids")
-    p.add_argument("id")
-    p.add_argument("--out", required=True)
+    p = client_parser("wait", "follow a job with a progress bar until it ends, then show its results (exit status 0 "
+                      "if it succeeded)", "ganforge wait 3f2a...")
+    p.add_argument("id", help="job id")
+    p.set_defaults(func=cmd_wait)
+    p = client_parser("logs", "a job's log: its events (each status change and what the worker reported: claims, "
+                      "retries, cancellation, errors) and, for multi-device jobs, each attempt's rank logs; the "
+                      "worker's own per-job log lines appear here once the service records them",
+                      "ganforge logs 3f2a... --follow")
+    p.add_argument("id", help="job id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until the job ends")
+    p.add_argument("--interval", type=float, default=1.0, help="with --follow: seconds between polls (default 1)")
+    p.set_defaults(func=cmd_logs)
+    p = client_parser("samples", "download a job's sample grids", "ganforge samples 3f2a... --out grids/")
+    p.add_argument("id", help="job id")
+    p.add_argument("--out", required=True, help="folder for the grids (step-NNNNNN.png); created if missing")
     p.set_defaults(func=cmd_samples)
     # gan_core's `generate` (already on the parser) also takes a job id
     p = sub.choices["generate"]
-    p.add_argument("--url", help="service URL, when CHECKPOINT is a job id")
+    for action in p._actions:
+        if action.dest == "checkpoint":
+            action.help = "a checkpoint or final generator file (.pt), or a job id (the service samples its generator)"
+    p.add_argument("--url", help="with a job id: the service's root URL (default $GANFORGE_URL, else "
+                                 f"{DEFAULT_URL})")
     p.add_argument("--step", type=int, help="with a job id: checkpoint step (default: the final generator)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="JSON on stdout, errors included")
     p.set_defaults(func=cmd_generate)
+
+

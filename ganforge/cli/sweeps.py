@@ -9,17 +9,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gan_core.cli import CLIError
-from ganforge.cli.client_commands import _call, _client, _out
+from gan_core.cli import CLIError, add_command
+from ganforge.cli.client_commands import _call, _client, _out, add_client_options
+from ganforge.client import jsonable
+from ganforge.resources import sweep_preset_text
 
 SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")
 TRIAL_ENDED = ("succeeded", "failed", "cancelled", "pruned")
 
 
 def _read(path: str) -> dict[str, Any]:
-    """The sweep file as JSON; the service validates it (and names any field at fault)."""
+    """The sweep file (or the preset of that name) as JSON; the service validates it (and names
+    any field at fault)."""
+    # Ready-made sweeps (presets/sweeps/NAME.json, shipped beside the job presets): `ganforge sweep submit NAME`.
+    preset = None if Path(path).exists() else sweep_preset_text(path)
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(preset if preset is not None else Path(path).read_text())
     except OSError as exc:
         raise CLIError(f"{path}: cannot read the sweep ({exc.strerror})", 2) from None
     except json.JSONDecodeError as exc:
@@ -69,7 +74,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         print(f"submitted sweep {sweep['id']} ({sweep['name']}, {sweep['trials']} trials)", flush=True)
-    sweep = _call(wait, client, sweep["id"], not args.json)
+    try:
+        sweep = _call(wait, client, sweep["id"], not args.json)
+    except KeyboardInterrupt:
+        raise CLIError(f"stopped following sweep {sweep['id']}; it keeps running on the service: see it with "
+                       f"`ganforge sweep status {sweep['id']}`, stop it with `ganforge sweep cancel {sweep['id']}`",
+                       130, {"id": sweep["id"], "keeps_running": True}) from None
     _out(args, sweep, _line(sweep))
     return 0 if sweep["status"] == "succeeded" else 1
 
@@ -124,7 +134,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         path = out / f"step-{item['step']:06d}.png"
         path.write_bytes(_call(client.download, item["url"]))
         written.append(str(path))
-    (out / "trial.json").write_text(json.dumps(best, indent=2))
+    (out / "trial.json").write_text(json.dumps(best, indent=2, default=jsonable))
     written.append(str(out / "trial.json"))
     _out(args, {**best, "files": written},
          f"trial {best['number']} (job {best['job_id']}): {sweep['objective']['metric']} {best['objective']:.4g}, "
@@ -133,32 +143,31 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    sweep = sub.add_parser("sweep", help="sweeps: many jobs from one search (submit, status, list, cancel, best)")
-    commands = sweep.add_subparsers(dest="sweep_command", required=True)
+    sweep = add_command(sub, "sweep", "sweeps: many jobs from one search (submit, status, list, cancel, best)",
+                        ["ganforge sweep submit lr-search.json --wait", "ganforge sweep best 9c1e... --out best/"])
+    commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="{submit,status,list,cancel,best}")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        return add_client_options(add_command(commands, name, help, [example]))
 
-    p = command("submit", "submit a sweep file (JSON)")
-    p.add_argument("sweep")
+    p = command("submit", "submit a sweep file (JSON) or a preset of presets/sweeps by name",
+                "ganforge sweep submit grid25-search --wait")
+    p.add_argument("sweep", help="a sweep file (JSON: a base spec, the parameters to search, the objective), "
+                   "or a sweep preset's name (e.g. grid25-search)")
     p.add_argument("--wait", action="store_true", help="follow the sweep with a progress bar over its trials")
     p.set_defaults(func=cmd_submit)
-    p = command("status", "show a sweep and its trials")
-    p.add_argument("id")
+    p = command("status", "show a sweep and its trials", "ganforge sweep status 9c1e...")
+    p.add_argument("id", help="sweep id")
     p.set_defaults(func=cmd_status)
-    p = command("list", "list sweeps, newest first")
-    p.add_argument("--status", choices=SWEEP_TERMINAL + ("queued", "running"))
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
+    p = command("list", "list sweeps, newest first", "ganforge sweep list --status running")
+    p.add_argument("--status", choices=SWEEP_TERMINAL + ("queued", "running"), help="only sweeps in this state")
+    p.add_argument("--limit", type=int, default=50, help="sweeps per page (default 50)")
+    p.add_argument("--cursor", help="the next page: the cursor the previous page printed")
     p.set_defaults(func=cmd_list)
-    p = command("cancel", "cancel a sweep and its queued and running trials")
-    p.add_argument("id")
+    p = command("cancel", "cancel a sweep and its queued and running trials", "ganforge sweep cancel 9c1e...")
+    p.add_argument("id", help="sweep id")
     p.set_defaults(func=cmd_cancel)
-    p = command("best", "download the best trial's generator and sample grids")
-    p.add_argument("id")
-    p.add_argument("--out", required=True)
+    p = command("best", "download the best trial's generator and sample grids", "ganforge sweep best 9c1e... --out best/")
+    p.add_argument("id", help="sweep id")
+    p.add_argument("--out", required=True, help="folder for generator.pt, the grids and trial.json; created if missing")
     p.set_defaults(func=cmd_best)

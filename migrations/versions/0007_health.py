@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_health"
-down_revision: str | Sequence[str] | None = "0006_sweeps"
+down_revision: str | Sequence[str] | None = "0007_dataset_summary"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -68,7 +68,7 @@ def postgres_cleaner(postgres_url):
 
     def clean() -> None:
         with engine.begin() as connection:
-            for table in ("job_events", "metrics", "artifacts", "sweep_trials", "jobs", "sweeps", "api_keys"):
+            for table in ("job_events", "metrics", "artifacts", "sweep_trials", "jobs", "sweeps", "datasets", "api_keys"):
                 connection.execute(text(f"DELETE FROM {table}"))
 
     yield clean

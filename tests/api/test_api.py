@@ -202,8 +202,9 @@ def test_get_job_view_has_every_field(api):
     job = api.client.get(f"/v1/jobs/{job_id}").get_json()
     assert set(job) == {"id", "name", "status", "queue", "progress", "created_at", "updated_at", "started_at",
                         "finished_at", "attempts", "max_attempts", "error", "cancel_requested", "latest_metrics",
-                        "evaluation", "spec", "events", "attempt_errors", "runtime_seconds", "divergences",
-                        "health", "stop_reason", "devices", "waiting_reason", "logs_url"}
+                        "evaluation", "sweep_id", "spec", "events", "attempt_errors", "runtime_seconds", "divergences",
+                        "dataset_summary", "health", "stop_reason", "devices", "waiting_reason", "logs_url", "tags",
+                        "notes"}
     assert job["status"] == "failed" and job["error"] == "diverged at step 2"
     assert (job["attempt_errors"], job["runtime_seconds"], job["divergences"]) == ([], 0.0, 0)
     assert (job["health"], job["stop_reason"]) == ([], None)
@@ -294,7 +295,7 @@ def test_list_pages_through_10000_jobs_in_order_without_gaps_or_duplicates(api):
     assert {item["status"] for item in first["items"]} == {"running"}
     assert set(first["items"][0]) == {"id", "name", "status", "queue", "progress", "created_at", "updated_at",
                                       "started_at", "finished_at", "attempts", "max_attempts", "error",
-                                      "cancel_requested", "latest_metrics", "evaluation"}
+                                      "cancel_requested", "latest_metrics", "evaluation", "sweep_id", "tags"}
 
 
 def test_list_of_no_jobs_is_empty(api):

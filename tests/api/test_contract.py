@@ -20,7 +20,7 @@ from api.schemas import GenerateRequest
 from gan_core.spec import JobSpec, error_details
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATIONS = 20
+OPERATIONS = 27  # 20 + the four of /v1/datasets + a sweep's curves + PATCH a job + a job's bundle
 
 
 def test_openapi_is_valid_3_1_and_comes_from_the_models(api):
@@ -36,18 +36,22 @@ def test_openapi_is_valid_3_1_and_comes_from_the_models(api):
     assert set(schemas["JobSpec"]["properties"]) == set(JobSpec.model_fields)
     assert schemas["JobSpec"]["additionalProperties"] is False
     assert set(schemas["GenerateRequest"]["properties"]) == set(GenerateRequest.model_fields)
+    # The submit body: a JobSpec and the job's labels, side by side.
     assert doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/JobSpec"}
+        "$ref": "#/components/schemas/JobSubmission"}
+    assert set(schemas["JobSubmission"]["properties"]) == set(JobSpec.model_fields) | {"tags", "notes"}
+    assert schemas["JobSubmission"]["additionalProperties"] is False
+    assert set(schemas["JobPatch"]["properties"]) == {"tags", "notes"}
     # Every route of the app is described, and nothing else.
     routes = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule) for rule in api.app.url_map.iter_rules()
-              if rule.endpoint not in ("static", "openapi.spec", "openapi.docs")
+              if not rule.endpoint.startswith("openapi.") and rule.endpoint != "static"
               and not rule.endpoint.startswith("dashboard.")}  # HTML pages, not API operations
     assert routes == set(doc["paths"])
     assert sum(len(methods) for methods in doc["paths"].values()) == OPERATIONS
 
 
-def test_docs_page_renders_every_operation_offline(api):
-    response = api.client.get("/docs")
+def test_plain_docs_page_renders_every_operation_offline(api):
+    response = api.client.get("/docs/plain")
     assert response.status_code == 200 and response.mimetype == "text/html"
     page = response.get_data(as_text=True)
     for path in build_spec()["paths"]:
@@ -57,7 +61,22 @@ def test_docs_page_renders_every_operation_offline(api):
     assert not re.search(r"<(script|img)\b", page)
     assert re.findall(r"<link\b[^>]*>", page) == ["<link rel='stylesheet' href='/static/docs.css'>"]
     assert api.client.get("/static/docs.css").status_code == 200
-    assert "http://" not in page and "https://" not in page
+    # (Descriptions may quote example URLs as text; nothing links or loads from another origin.)
+    assert not re.search(r"""(?:src|href)=['"]?(?:https?:)?//""", page)
+
+
+def test_docs_is_swagger_ui_served_by_the_app_itself(api):
+    page = api.client.get("/docs").get_data(as_text=True)
+    sources = re.findall(r"(?:src|href)='([^']+)'", page)
+    assert "/docs/assets/swagger-ui-bundle.js" in sources and "/static/docs-init.js" in sources
+    assert all(src.startswith("/") for src in sources)  # no CDN
+    for src in sources:
+        if src.startswith(("/docs/assets/", "/static/")):
+            assert api.client.get(src).status_code == 200, src
+    assert "SwaggerUIBundle" in api.client.get("/static/docs-init.js").get_data(as_text=True)
+    # Only the viewer's two files are served from the package folder.
+    assert api.client.get("/docs/assets/LICENSE").status_code == 404
+    assert api.client.get("/docs/assets/..%2F__init__.py").status_code == 404
 
 
 def _fuzz_module():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from test_api import PNG_MAGIC, add_artifact, assert_envelope, fields, running_j
 
 
 # ---- pages -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["/", "/submit", "/jobs/" + "a" * 32])
+@pytest.mark.parametrize("path", ["/", "/submit", "/jobs/" + "a" * 32, "/sweeps", "/sweeps/" + "c" * 32])
 def test_pages_are_html_shells_whose_assets_are_served(api, path):
     response = api.client.get(path)
     assert response.status_code == 200 and response.mimetype == "text/html"
@@ -38,10 +39,14 @@ def test_job_page_carries_the_id_and_a_malformed_id_is_404(api):
     response = api.client.get('/jobs/"><script>x')
     assert response.status_code == 404
     assert "<script>x" not in response.get_data(as_text=True)  # escaped by Jinja
+    sweep_id = "d" * 32
+    html = api.client.get(f"/sweeps/{sweep_id}").get_data(as_text=True)
+    assert f'data-sweep-id="{sweep_id}"' in html and "vendor/uPlot.iife.min.js" in html
+    assert api.client.get("/sweeps/nope").status_code == 404
 
 
 def test_the_vendored_chart_library_comes_with_its_licence():
-    vendor = PRESETS_DIR.parent / "api" / "static" / "vendor"
+    vendor = Path(__file__).resolve().parents[2] / "api" / "static" / "vendor"
     assert "uPlot" in (vendor / "uPlot.iife.min.js").read_text()[:200]
     assert "MIT License" in (vendor / "uPlot.LICENSE").read_text()
     assert re.match(r"uplot \d+\.\d+\.\d+", (vendor / "VERSIONS").read_text())

@@ -145,10 +145,53 @@ def test_another_tenants_sweep_is_not_found(make_api):
         return {"Authorization": f"Bearer {keys[who]}"}
 
     view = api.client.post("/v1/sweeps", json=sweep(), headers=auth("a")).get_json()
-    for path in (f"/v1/sweeps/{view['id']}", f"/v1/sweeps/{view['id']}/trials"):
+    for path in (f"/v1/sweeps/{view['id']}", f"/v1/sweeps/{view['id']}/trials", f"/v1/sweeps/{view['id']}/curves"):
         assert api.client.get(path, headers=auth("b")).status_code == 404
         assert api.client.get(path, headers=auth("a")).status_code == 200
     assert api.client.post(f"/v1/sweeps/{view['id']}/cancel", headers=auth("b")).status_code == 404
     assert api.client.get("/v1/sweeps", headers=auth("b")).get_json()["items"] == []
     with api.db.read() as session:
         assert {job.tenant for job in session.query(Job)} == {"a"}  # the trials are tenant a's jobs
+
+
+def test_curves_hold_every_trials_evaluation_series_and_a_trial_job_names_its_sweep(api):
+    from jobs import lifecycle
+
+    view = api.client.post("/v1/sweeps", json=sweep()).get_json()
+    first, second = trial_jobs(api.db, view["id"])
+    claim = lifecycle.claim(api.db, first.id, "w:1", 30)
+    for step, value in ((40, 30.0), (20, 10.0)):  # out of order: the curve comes back sorted by step
+        lifecycle.record_evaluation(api.db, first.id, claim.token, step, {"hq_percent": value, "modes": step / 10}, 30)
+    curves = api.client.get(f"/v1/sweeps/{view['id']}/curves").get_json()
+    assert curves["metric"] == "eval/hq_percent"
+    assert [(c["number"], c["job_id"], c["status"]) for c in curves["items"]] == [
+        (0, first.id, "running"), (1, second.id, "queued")]
+    assert (curves["items"][0]["steps"], curves["items"][0]["values"]) == ([20, 40], [10.0, 30.0])
+    assert (curves["items"][1]["steps"], curves["items"][1]["values"]) == ([], [])
+    modes = api.client.get(f"/v1/sweeps/{view['id']}/curves?figure=modes").get_json()
+    assert modes["metric"] == "eval/modes" and modes["items"][0]["values"] == [2.0, 4.0]
+    bad = api.client.get(f"/v1/sweeps/{view['id']}/curves?figure=bogus")
+    assert bad.status_code == 422 and bad.get_json()["error"]["details"][0]["field"] == "figure"
+    # A trial's job names its sweep (the dashboard links them); an ordinary job has none.
+    assert api.client.get(f"/v1/jobs/{first.id}").get_json()["sweep_id"] == view["id"]
+    listed = {job["id"]: job for job in api.client.get("/v1/jobs").get_json()["items"]}
+    assert listed[second.id]["sweep_id"] == view["id"]
+    plain = api.client.post("/v1/jobs", json=BASE).get_json()
+    assert api.client.get(f"/v1/jobs/{plain['id']}").get_json()["sweep_id"] is None
+
+
+def test_the_sweep_presets_are_accepted_as_they_are_and_the_cli_finds_them_by_name(api):
+    import json
+
+    from ganforge.cli.sweeps import _read
+    from ganforge.resources import presets_dir
+
+    presets = sorted(presets_dir().joinpath("sweeps").glob("*.json"))
+    assert [p.stem for p in presets] == ["grid25-search"]
+    for path in presets:
+        doc = json.loads(path.read_text())
+        assert _read(path.stem) == doc == _read(str(path))
+        response = api.client.post("/v1/sweeps", json=doc)
+        assert response.status_code == 201, response.get_json()
+        view = response.get_json()
+        assert view["trials"] == doc["trials"] and len(trial_jobs(api.db, view["id"])) == doc["max_parallel"]

@@ -3,14 +3,21 @@ scripts with nothing blocked, while an injected inline script is refused (the po
 
 from __future__ import annotations
 
+from api.openapi import build_spec
+
 
 def test_pages_run_under_the_policy_and_inline_scripts_are_refused(page, service):
-    for path, ready in (("/", "#jobs-body"), ("/submit", "#preset"), ("/docs", "h1")):
+    for path, ready in (("/", "#jobs-body"), ("/sweeps", "#sweeps-body"), ("/submit", "#preset"), ("/docs/plain", "h1"),
+                        ("/docs", "#operations-jobs-submitJob, .opblock")):
         response = page.goto(f"{service}{path}")
         assert "script-src 'self'" in response.headers["content-security-policy"], path
         assert response.headers["x-frame-options"] == "DENY"
         page.wait_for_selector(ready, state="attached")
-    # The docs page's style sheet applied (it was an inline <style> before the policy).
+    # Swagger UI rendered every operation of the description from /openapi.json.
+    operations = page.evaluate("document.querySelectorAll('.opblock').length")
+    assert operations == sum(len(methods) for methods in build_spec()["paths"].values())
+    page.goto(f"{service}/docs/plain")
+    # The plain page's style sheet applied (it was an inline <style> before the policy).
     assert page.evaluate("getComputedStyle(document.body).maxWidth") != "none"
 
     page.goto(f"{service}/submit")

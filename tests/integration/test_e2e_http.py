@@ -166,7 +166,7 @@ def test_embedded_mode_trains_a_two_device_job(tmp_path):
         while not client.logs(job["id"])["items"] and time.monotonic() < deadline:
             time.sleep(0.5)
         (entry,) = client.logs(job["id"])["items"]
-        text = client._request("GET", entry["url"].removeprefix(client.url), raw=True).decode()
+        text = client.download(entry["url"]).decode()
         assert "[default1]" in text
         big = client.submit({**RING, "resources": {"devices": 4}})
         deadline = time.monotonic() + 60

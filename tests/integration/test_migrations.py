@@ -15,7 +15,7 @@ from jobs.migrate import MIGRATIONS_DIR, current_revision, downgrade, head_revis
 from jobs.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"jobs", "job_events", "metrics", "artifacts", "api_keys", "workers", "sweeps", "sweep_trials"}
+TABLES = {"jobs", "job_events", "metrics", "artifacts", "api_keys", "workers", "sweeps", "sweep_trials", "datasets"}
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -73,7 +73,15 @@ def test_indexes_and_constraints_exist(empty_url):
             "ix_jobs_tenant_created": ["tenant", "created_at", "id"],
             "uq_jobs_tenant_idempotency_key": ["tenant", "idempotency_key"],
             "ix_jobs_sweep_id": ["sweep_id"],
+            "ix_jobs_dataset_id": ["dataset_id"],
+            "ix_jobs_tags": ["tags"],
+            "ix_jobs_name_trgm": ["name"],
         }
+        if empty_url.startswith("postgresql"):  # the list's ?tag= (jsonb @>) and ?q= (ILIKE) filters
+            options = {ix["name"]: ix.get("dialect_options", {}) for ix in insp.get_indexes("jobs")}
+            assert options["ix_jobs_tags"]["postgresql_using"] == "gin"
+            assert options["ix_jobs_tags"]["postgresql_ops"] == {"tags": "jsonb_path_ops"}
+            assert options["ix_jobs_name_trgm"]["postgresql_ops"] == {"name": "gin_trgm_ops"}
         assert {ix["name"]: ix["unique"] for ix in insp.get_indexes("jobs")}["uq_jobs_tenant_idempotency_key"]
         assert insp.get_pk_constraint("metrics")["constrained_columns"] == ["job_id", "name", "step"]
         uniques = {uc["name"]: uc["column_names"] for uc in insp.get_unique_constraints("artifacts")}
@@ -81,8 +89,11 @@ def test_indexes_and_constraints_exist(empty_url):
         for table in ("job_events", "metrics", "artifacts"):
             (fk,) = insp.get_foreign_keys(table)
             assert fk["referred_table"] == "jobs" and fk["options"].get("ondelete") == "CASCADE"
-        (fk,) = insp.get_foreign_keys("jobs")  # a trial's sweep; deleting the sweep keeps the jobs
-        assert fk["referred_table"] == "sweeps" and fk["options"].get("ondelete") == "SET NULL"
+        # A trial's sweep, an uploaded dataset: deleting either keeps the jobs.
+        job_fks = {fk["referred_table"]: fk for fk in insp.get_foreign_keys("jobs")}
+        assert set(job_fks) == {"sweeps", "datasets"}
+        assert all(fk["options"].get("ondelete") == "SET NULL" for fk in job_fks.values())
+        assert job_fks["datasets"]["constrained_columns"] == ["dataset_id"]
         trial_uniques = {uc["name"]: uc["column_names"] for uc in insp.get_unique_constraints("sweep_trials")}
         assert trial_uniques == {"uq_sweep_trials_sweep_number": ["sweep_id", "number"],
                                  "uq_sweep_trials_job_id": ["job_id"]}

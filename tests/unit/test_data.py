@@ -24,6 +24,7 @@ from gan_core.data import (
     DataError,
     DownloadError,
     ImageDataset,
+    KNOWN_FILES,
     MixtureDataset,
     build_dataset,
     dataset_file,
@@ -49,8 +50,9 @@ needs_mnist = pytest.mark.usefixtures("data_dir")  # fails (never skips) without
 
 
 def offline_config(tmp_path: Path, data_dir: Path | None = SHARED) -> DataConfig:
-    # No mirrors: a test that would reach the network fails instead.
-    return DataConfig(data_dir=data_dir, cache_dir=tmp_path / "cache", mirrors={"mnist": []})
+    # No mirrors: a test that would reach the network fails instead; no packaged datasets of this machine.
+    return DataConfig(data_dir=data_dir, cache_dir=tmp_path / "cache", mirrors={"mnist": [], "fashion-mnist": []},
+                      system_dirs=())
 
 
 def corrupt_gzip(path: Path, offset: int = 100) -> bytes:
@@ -180,6 +182,38 @@ def test_missing_file_without_mirrors_is_a_clear_error(tmp_path):
     config = offline_config(tmp_path, tmp_path / "empty")
     with pytest.raises(DownloadError, match="no mirrors"):
         dataset_file("mnist", TEST_LABELS, config)
+    # Fashion-MNIST's files come packaged for Debian: the error says which package.
+    with pytest.raises(DownloadError, match=r"apt-get install dataset-fashion-mnist") as info:
+        load_idx_split("fashion-mnist", "train", config)
+    assert "fashion-mnist/train-images-idx3-ubyte.gz" in str(info.value)
+
+
+@needs_mnist
+def test_packaged_datasets_are_read_after_the_data_dir(tmp_path):
+    # A system dir in the data dir's layout (Debian's dataset-* packages: /usr/share/datasets/<name>/),
+    # its gzip recompressed as a packager may: verified by content, read where the data dir has no copy.
+    system = tmp_path / "system"
+    (system / "mnist").mkdir(parents=True)
+    raw = gzip.decompress((MNIST_DIR / TEST_LABELS).read_bytes())
+    (system / "mnist" / TEST_LABELS).write_bytes(gzip.compress(raw, compresslevel=9, mtime=0))
+    config = DataConfig(data_dir=tmp_path / "empty", cache_dir=tmp_path / "cache", mirrors={"mnist": []},
+                        system_dirs=(str(system),))
+    assert dataset_file("mnist", TEST_LABELS, config) == system / "mnist" / TEST_LABELS
+    assert cache_files(config) == []
+    # The data dir comes first.
+    (tmp_path / "empty" / "mnist").mkdir(parents=True)
+    (tmp_path / "empty" / "mnist" / TEST_LABELS).symlink_to(MNIST_DIR / TEST_LABELS)
+    assert dataset_file("mnist", TEST_LABELS, config) == tmp_path / "empty" / "mnist" / TEST_LABELS
+    # A damaged packaged copy is an error naming it, not silently skipped.
+    (system / "mnist" / TEST_IMAGES).write_bytes(corrupt_gzip(MNIST_DIR / TEST_IMAGES))
+    with pytest.raises(ChecksumError, match=str(system / "mnist" / TEST_IMAGES)):
+        dataset_file("mnist", TEST_IMAGES, config)
+
+
+def test_fashion_mnist_is_verified_by_content():
+    # Raw hashes only: a recompressed copy (Debian's package) of the published files is accepted.
+    files = KNOWN_FILES["fashion-mnist"].values()
+    assert len(files) == 4 and all(f.raw_sha256 and not f.gz_sha256 for f in files)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,6 +346,7 @@ def test_default_config():
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     )
     assert config.max_npz_bytes == 2 * 1024**3
+    assert config.system_dirs == (Path("/usr/share/datasets"),)
 
 
 # --------------------------------------------------------------------------------------------

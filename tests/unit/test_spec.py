@@ -53,7 +53,7 @@ def test_every_preset_validates():
 
 
 def test_unknown_field_is_named():
-    assert fields(with_(CLASSIC, "train.stepz", 3)) == {"train.stepz": "unknown field"}
+    assert fields(with_(CLASSIC, "train.stepz", 3)) == {"train.stepz": "unknown field; did you mean 'steps'?"}
     assert "colour" in fields(with_(CLASSIC, "colour", "red"))
 
 
