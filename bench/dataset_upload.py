@@ -18,7 +18,9 @@ import tempfile
 import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +40,40 @@ def make_archive(path: Path, images: int, size: int) -> None:
             archive.writestr(f"class{i % 4}/{i:06d}.png", out.getvalue())
 
 
+@contextmanager
+def serve_api(tmp: Path) -> Iterator[tuple[str, Any]]:
+    """The API on werkzeug's threaded server on a free loopback port, over a fresh SQLite file and
+    a local store under ``tmp``: yields (base URL, settings). tests/unit/test_datasets_cli.py uses it too."""
+    from sqlalchemy import create_engine
+    from werkzeug.serving import make_server
+
+    from api import create_app
+    from jobs.db import Database
+    from jobs.models import Base
+    from jobs.queue import RecordingEnqueuer
+    from jobs.services import Services
+    from jobs.settings import Settings
+    from jobs.storage import LocalStorage
+
+    url = f"sqlite:///{tmp / 'api.db'}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    settings = Settings(data_dir=tmp / "home", database_url=url, broker_url="memory://",
+                        storage_url=f"file://{tmp / 'store'}", signing_secret="in-process")
+    db = Database(url)
+    app = create_app(services=Services(settings, db, LocalStorage(tmp / "store"), RecordingEnqueuer()))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", settings
+    finally:
+        server.shutdown()
+        thread.join(10)
+        db.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4000)
@@ -47,51 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.disable(logging.CRITICAL)
-    from sqlalchemy import create_engine
-    from werkzeug.serving import make_server
-
-    from api import create_app
     from gan_core.data.archive import inspect_archive
     from ganforge.client import Client
-    from jobs.db import Database
-    from jobs.models import Base
-    from jobs.queue import RecordingEnqueuer
-    from jobs.services import Services
-    from jobs.settings import Settings
-    from jobs.storage import LocalStorage
 
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         archive = tmp / "pictures.zip"
         make_archive(archive, args.images, args.size)
         size = archive.stat().st_size
-
-        url = f"sqlite:///{tmp / 'bench.db'}"
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        settings = Settings(data_dir=tmp / "home", database_url=url, broker_url="memory://",
-                            storage_url=f"file://{tmp / 'store'}", signing_secret="bench")
-        db = Database(url)
-        app = create_app(services=Services(settings, db, LocalStorage(tmp / "store"), RecordingEnqueuer()))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with serve_api(tmp) as (url, settings):
             # The upload first: the peak RSS before it is this process's start-up, nothing of the archive.
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
             started = time.perf_counter()
-            created = Client(f"http://127.0.0.1:{server.server_port}", timeout=600).upload_dataset(archive, "bench")
+            created = Client(url, timeout=600).upload_dataset(archive, "bench")
             upload_seconds = time.perf_counter() - started
             rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
 
-            started = time.perf_counter()
-            summary = inspect_archive(archive, settings.archive_limits())
-            inspect_seconds = time.perf_counter() - started
-        finally:
-            server.shutdown()
-            thread.join(10)
-            db.dispose()
+        started = time.perf_counter()
+        summary = inspect_archive(archive, settings.archive_limits())
+        inspect_seconds = time.perf_counter() - started
     assert created["images"] == summary.images == args.images, (created, summary)
     mb = size / 1e6
     print(f"archive:          {args.images} PNGs of {args.size} px, {mb:.1f} MB")

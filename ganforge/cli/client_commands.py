@@ -94,13 +94,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_client_parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    """A command that talks to the service: with --url and --json."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
+                                 "the API key comes from $GANFORGE_API_KEY")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     def client_parser(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+        return add_client_parser(sub, name, help)
 
     p = client_parser("submit", "submit a job spec")
     p.add_argument("spec")

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from gan_core.cli import CLIError
-from ganforge.cli.client_commands import _call, _client, _out
+from ganforge.cli.client_commands import _call, _client, _out, add_client_parser
 from ganforge.client import archive_type
 
 
@@ -74,11 +74,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     commands = datasets.add_subparsers(dest="datasets_command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help)
-        p.add_argument("--url", help="service URL (default $GANFORGE_URL or http://127.0.0.1:8080); "
-                                     "the API key comes from $GANFORGE_API_KEY")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        return p
+        return add_client_parser(commands, name, help)
 
     p = command("upload", "upload a .zip, .tar or .tar.gz of images (class sub-folders become labels)")
     p.add_argument("file")

@@ -225,6 +225,28 @@ def test_delete_is_refused_while_a_job_uses_the_dataset_then_removes_it_and_its_
     assert api.client.post("/v1/jobs", json=folder_spec(created["id"])).status_code == 422
 
 
+@pytest.mark.parametrize("key", [None, "job-1"])
+def test_an_upload_deleted_between_the_check_and_the_insert_is_the_same_422(api, monkeypatch, key):
+    created = upload(api.client, zip_bytes(image_members())).get_json()
+    real_check = job_datasets.check_upload
+    deleted = []
+
+    def check_then_lose_it(session, tenant, spec):  # a DELETE /v1/datasets/{id} that lands just after the check
+        real_check(session, tenant, spec)
+        if not deleted:
+            with api.db.session() as other:
+                other.delete(other.get(Dataset, created["id"]))
+            deleted.append(True)
+
+    monkeypatch.setattr(job_datasets, "check_upload", check_then_lose_it)
+    headers = {"Idempotency-Key": key} if key else {}
+    response = api.client.post("/v1/jobs", json=folder_spec(created["id"]), headers=headers)
+    assert deleted and response.status_code == 422, response.get_json()
+    assert response.get_json()["error"]["details"][0]["field"] == "dataset.upload_id"
+    with api.db.read() as session:
+        assert session.query(Job).count() == 0
+
+
 def test_a_live_sweep_naming_the_dataset_keeps_it(api):
     created = upload(api.client, zip_bytes(image_members())).get_json()
     with api.db.session() as session:

@@ -1,7 +1,8 @@
 """Uploaded datasets in the dashboard, in a real headless Chromium against `ganforge up` (API and a
 real worker): the submit page uploads an archive made here, lists it with its figures, refuses a
 zip bomb with the reason, and puts the upload in the spec; a job trained on it shows what the
-worker decoded (images, skipped, classes, size, decode cache miss, then hit for a second job).
+worker decoded (images, skipped, classes, size, decode cache miss, then hit for a second job);
+with keys required, another tenant's upload is neither listed nor usable.
 
 Screenshots go to $GANFORGE_TEST_ARTIFACTS/browser (default tests/.artifacts/browser).
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from upload_archives import image_members, zip_bomb, zip_bytes  # noqa: E402
+
+from tests.browser.test_browser_tenants import secured, use_key  # noqa: E402,F401 (secured: a fixture)
 
 
 def upload_on_submit_page(page, service: str, path: Path):
@@ -101,3 +104,29 @@ def test_a_job_on_an_upload_shows_its_dataset_summary(page, service, artifacts_d
     _train_on(page, service, created["id"])  # the same archive again: decoded from the cache
     assert value("cache") == "hit"
     assert page.js_errors == []
+
+
+def test_another_tenants_upload_is_neither_listed_nor_usable(page, secured, artifacts_dir, tmp_path):
+    url, key_a, key_b = secured
+    archive = tmp_path / "mine.zip"
+    archive.write_bytes(zip_bytes(image_members(per_class=1, corrupt=0)))
+    use_key(page, url, key_a)
+    answer = upload_on_submit_page(page, url, archive)
+    assert answer.status == 201
+    upload_id = uploaded_id(answer)
+    page.wait_for_function("id => document.querySelector('#dataset-pick').value === id", arg=upload_id)
+
+    use_key(page, url, key_b)
+    page.goto(f"{url}/submit")
+    page.wait_for_selector("#dataset-pick option[value='']:text('none yet')", state="attached")
+    assert page.locator(f"#dataset-pick option[value='{upload_id}']").count() == 0
+    # Named by hand in tenant b's spec: the API's 422, shown beside dataset.upload_id.
+    spec = {"name": "not-mine", "dataset": {"name": "image_folder", "upload_id": upload_id, "image_size": 32},
+            "model": {"arch": "dcgan"}, "train": {"steps": 4, "batch_size": 8}}
+    page.fill("#spec", json.dumps(spec, indent=2))
+    with page.expect_response(lambda r: r.url.endswith("/v1/jobs")) as response:
+        page.click("#submit")
+    assert response.value.status == 422
+    page.wait_for_selector(".note[data-field~='dataset.upload_id']")
+    page.screenshot(path=artifacts_dir / "datasets-04-other-tenant.png", full_page=True)
+    assert page.url.endswith("/submit") and page.js_errors == []

@@ -1,51 +1,34 @@
 """``ganforge datasets upload|list|show|delete`` against the real API over HTTP (werkzeug's server
-on loopback, SQLite, a local store): the archive streamed from disk, the answers printed, the
-refusals as one message and an exit code, never a traceback."""
+on loopback, SQLite, a local store: ``serve_api`` of bench/dataset_upload.py): the archive streamed
+from disk, the answers printed, the refusals as one message and an exit code, never a traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
-from werkzeug.serving import make_server
 
 from ganforge.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
 from upload_archives import image_members, tar_bytes, zip_bomb, zip_bytes  # noqa: E402
 
 
 @pytest.fixture()
 def service(tmp_path):
-    from api import create_app
-    from jobs.db import Database
-    from jobs.models import Base
-    from jobs.queue import RecordingEnqueuer
-    from jobs.services import Services
-    from jobs.settings import Settings
-    from jobs.storage import LocalStorage
+    with _bench().serve_api(tmp_path) as (url, _settings):
+        yield url
 
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    settings = Settings(data_dir=tmp_path / "home", database_url=url, broker_url="memory://",
-                        storage_url=f"file://{tmp_path / 'store'}", signing_secret="cli-test")
-    db = Database(url)
-    app = create_app(services=Services(settings, db, LocalStorage(tmp_path / "store"), RecordingEnqueuer()))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        db.dispose()
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("ganforge_bench_dataset_upload", ROOT / "bench" / "dataset_upload.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
