@@ -29,6 +29,7 @@ from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
 from jobs.storage import (ObjectNotFound, StorageError, checkpoint_key, evaluation_key, final_key, interpolation_key,
                           loss_plot_key, sample_key)
+from worker import job_logs
 from worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,13 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
     if claim is None:
         log.info("job %s is not free (finished, cancelled or held by a live lease): nothing to do", job_id)
         return "skipped"
-    log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
+    with job_logs.capture(services, job_id) as job_log:  # the attempt's lines, stored with the job
+        log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
+        return _run_attempt(services, claim, drain, job_log)
+
+
+def _run_attempt(services: Services, claim: Claim, drain, job_log) -> str:
+    settings, job_id = services.settings, claim.job_id
     try:
         with services.db.session() as session:
             spec = lifecycle.load_spec(lifecycle.get(session, job_id).spec, settings)
@@ -233,7 +240,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         # Deliberately lazy (a cycle): each rank runs worker.launched as __main__, which imports this module.
         from worker.launched import run_launched
 
-        return run_launched(services, claim, spec, drain)
+        return run_launched(services, claim, spec, drain, job_log)
     return run_claimed(services, claim, drain, spec=spec)
 
 

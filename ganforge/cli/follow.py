@@ -119,7 +119,9 @@ def submit_and_wait(client, spec_ref: str, show_progress: bool, json_out: bool, 
             raise
         raise detached(job["id"]) from None
     if json_out:
-        print(json.dumps(job, indent=2))
+        from ganforge.client import jsonable  # the job is the client's model
+
+        print(json.dumps(job, indent=2, default=jsonable))
     else:
         print_summary(client, job, fetch_to)
     return 0 if job["status"] == "succeeded" else 1
