@@ -272,6 +272,11 @@ def build_spec() -> dict[str, Any]:
         },
         "/healthz": {"get": op("Liveness", {"200": {"description": "alive", "content": _json(ref(s.Health))}}, (),
                                public=True, op_id="healthz")},
+        "/metrics": {"get": op("Prometheus metrics (text format): requests by route and status with latency "
+                               "histograms, jobs by state, queue depth per queue; an admin key when keys are required",
+                               {"200": {"description": "the metrics", "content": {
+                                   "text/plain": {"schema": {"type": "string"}}}}},
+                               (*auth_errs, 403), op_id="metrics")},
         "/readyz": {"get": op("Readiness (database, broker, store)",
                               {"200": {"description": "ready", "content": _json(ref(s.Readiness))},
                                "503": {"description": "not ready", "content": _json(ref(s.Readiness))}}, (),

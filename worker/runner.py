@@ -23,7 +23,7 @@ from gan_core.quality import quality_score
 from gan_core.sampling import interpolation_png
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
-from jobs import datasets, lifecycle, sweeps
+from jobs import datasets, lifecycle, sweeps, telemetry
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
@@ -86,9 +86,11 @@ class JobReporter(Callbacks):
             self.services.db, self.claim.job_id, self.claim.token, self.lease,
             step=self.current_step() if self.current_step is not None else None, runtime_seconds=self.runtime()),
             self.lease)
+        telemetry.LEASE_RENEWALS.inc()
         self._last_beat = time.monotonic()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        telemetry.training_speed(metrics)
         self.cancel_requested = with_db_retry(lambda: lifecycle.record_metrics(
             self.services.db, self.claim.job_id, self.claim.token, [(step, metrics)], self.lease), self.lease)
 
@@ -314,6 +316,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                          evaluation=result.evaluation, step=result.step)
         return "succeeded"
     except LeaseLost:
+        telemetry.LEASES_LOST.inc()
         log.warning("job %s: lease lost (another attempt owns the job); stopping this one", job_id)
         return "lease_lost"
     except UploadsPending as exc:
@@ -333,6 +336,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
         # The exception's text may name internal hosts and errno (a database or store outage).
         return _fail(services, claim, f"internal error ({type(exc).__name__}); the worker's log has the details")
     finally:
+        telemetry.idle()
         uploader.close()
         datasets.discard(job_id)
 
