@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     the same object."""
     from api import artifacts, auth, bundle, dashboard, datasets, headers, health, job_media, jobs, openapi, presets, sweeps
     from api import logging as api_logging
+    from api import metrics as api_metrics
     from api.errors import register_error_handlers
     from api.finished_views import FinishedViews
     from api.generation import GenerationRuntime
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions[GENERATION] = runtime
 
     api_logging.init_app(app, settings.log_json)
+    api_metrics.init_app(app)  # before authentication: a refused request is timed and counted too
     app.before_request(buffer_chunked_body)  # 413 past the body limit however the body is sent
     headers.init_app(app)
     auth.init_app(app, settings.auth_required, auth.KeyCache(services.db, settings.auth_cache_seconds))  # after the request id

@@ -33,6 +33,7 @@ from api.schemas import (
     JobPatch,
     JobSubmission,
     ListJobsQuery,
+    LogsQuery,
     MetricsQuery,
     artifact_to_dict,
     decode_cursor,
@@ -46,6 +47,7 @@ from api.validation import allow_query, check_id, json_body, query_int, query_st
 from gan_core.rejection import RejectionError
 from gan_core.spec import JobSpec, error_details
 from jobs import datasets, lifecycle
+from jobs import job_logs as job_logs_store
 from jobs.models import STATUSES, Artifact, Job
 from jobs.storage import StorageError
 
@@ -340,14 +342,20 @@ def job_samples(job_id: str):
 
 @bp.get("/<job_id>/logs")
 def job_logs(job_id: str):
-    """The training logs of the job's multi-device attempts, one per attempt (``step``: the
-    attempt), each line tagged with its rank; each with a URL valid for ``presign_ttl_seconds``."""
+    """The job's log lines (the worker's lines for the job and each rank's), numbered, from
+    ``?since=`` on (``next``: the cursor for the following ones), read from the chunks in the
+    artifact store; and under ``items`` each multi-device attempt's whole launcher log (``step``:
+    the attempt), with a URL valid for ``presign_ttl_seconds``."""
     check_id(job_id, "job")
-    allow_query(())
-    with services().db.read() as session:
+    allow_query(LogsQuery.model_fields)
+    since = query_int("since", 0, 0)
+    limit = query_int("limit", 1000, 1, 5000)
+    svc = services()
+    with svc.db.read() as session:
         _require_job(session, job_id)
         logs = read_model.artifacts(session, job_id, "log")
-    return jsonify({"items": [_download(a) for a in logs]})
+        lines, cursor, more = job_logs_store.read_lines(session, svc.storage, job_id, since, limit)
+    return jsonify({"items": [_download(a) for a in logs], "lines": lines, "next": cursor, "more": more})
 
 
 @bp.get("/<job_id>/checkpoints")

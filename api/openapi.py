@@ -102,7 +102,7 @@ def _id_param(name: str) -> dict[str, Any]:
 @lru_cache(maxsize=1)
 def build_spec() -> dict[str, Any]:
     inputs = [JobSpec, s.JobSubmission, s.JobPatch, s.GenerateRequest, s.InterpolateRequest, SweepSpec]
-    outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.CheckpointList, s.ErrorEnvelope, s.Health,
+    outputs = [s.JobOut, s.JobPage, s.MetricsOut, s.ArtifactList, s.JobLogs, s.CheckpointList, s.ErrorEnvelope, s.Health,
                s.Readiness, s.PresetList, sw.SweepOut, sw.SweepPage, sw.TrialList, sw.CurvesOut,
                ds.DatasetOut, ds.DatasetPage]
     refs, definitions = models_json_schema(
@@ -171,9 +171,10 @@ def build_spec() -> dict[str, Any]:
                       (*auth_errs, 404, 422, 503), params=job, op_id="jobCheckpoints"),
         },
         "/v1/jobs/{job_id}/logs": {
-            "get": op("Training logs of the job's multi-device attempts, one per attempt, with presigned URLs",
-                      {"200": {"description": "logs by attempt (step)", "content": _json(ref(s.ArtifactList))}},
-                      (*auth_errs, 404, 422, 503), params=job, op_id="jobLogs"),
+            "get": op("The job's log lines from ?since= on (the worker's and each rank's), and each multi-device "
+                      "attempt's launcher log with a presigned URL",
+                      {"200": {"description": "log lines and attempt logs", "content": _json(ref(s.JobLogs))}},
+                      (*auth_errs, 404, 422, 503), params=job + _query_parameters(s.LogsQuery), op_id="jobLogs"),
         },
         "/v1/jobs/{job_id}/bundle": {
             "get": op("The whole job as one zip (streamed): job.json, spec.json, metrics.csv and .jsonl, sample "
@@ -271,6 +272,11 @@ def build_spec() -> dict[str, Any]:
         },
         "/healthz": {"get": op("Liveness", {"200": {"description": "alive", "content": _json(ref(s.Health))}}, (),
                                public=True, op_id="healthz")},
+        "/metrics": {"get": op("Prometheus metrics (text format): requests by route and status with latency "
+                               "histograms, jobs by state, queue depth per queue; an admin key when keys are required",
+                               {"200": {"description": "the metrics", "content": {
+                                   "text/plain": {"schema": {"type": "string"}}}}},
+                               (*auth_errs, 403), op_id="metrics")},
         "/readyz": {"get": op("Readiness (database, broker, store)",
                               {"200": {"description": "ready", "content": _json(ref(s.Readiness))},
                                "503": {"description": "not ready", "content": _json(ref(s.Readiness))}}, (),

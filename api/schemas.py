@@ -204,7 +204,7 @@ class JobSubmission(JobLabels, JobSpec):
 # The responses (the contract: api/openapi.py publishes these; tests check the views follow them)
 # live in ganforge.responses, which the client shares without Flask or SQLAlchemy.
 from ganforge.responses import (  # noqa: E402,F401
-    _Out, Progress, JobSummary, JobEventOut, DatasetSummaryOut, HealthFindingOut, JobOut, Preset, PresetList, JobPage, MetricSeries, MetricsOut, ArtifactLink, ArtifactList, CheckpointList, ErrorDetail, ErrorBody, ErrorEnvelope, Health, CheckResult, Readiness,
+    _Out, Progress, JobSummary, JobEventOut, DatasetSummaryOut, HealthFindingOut, JobOut, Preset, PresetList, JobPage, MetricSeries, MetricsOut, ArtifactLink, ArtifactList, LogLine, JobLogs, CheckpointList, ErrorDetail, ErrorBody, ErrorEnvelope, Health, CheckResult, Readiness,
 )
 
 
@@ -233,6 +233,11 @@ class InterpolateRequest(BaseModel):
     steps: StrictInt = Field(8, ge=2, le=64, description="images along the path, both ends included")
     label: StrictInt | None = Field(None, description="the class for a conditional generator (default 0)")
     checkpoint: StrictInt | None = Field(None, ge=0, description="a checkpoint's step; null = final, else latest")
+
+
+class LogsQuery(BaseModel):
+    since: int | None = Field(None, ge=0, description="the first line wanted: 0 (default) or the previous response's next")
+    limit: int | None = Field(None, ge=1, le=5000, description="at most this many lines (default 1000)")
 
 
 class MetricsQuery(BaseModel):

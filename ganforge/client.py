@@ -36,8 +36,8 @@ from pydantic import BaseModel
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ganforge.responses import (ArtifactList, CheckpointList, JobOut, JobPage, JobSummary, MetricsOut, PresetList,
-                                SweepOut, SweepPage, TrialList)
+from ganforge.responses import (ArtifactList, CheckpointList, JobLogs, JobOut, JobPage, JobSummary, LogLine, MetricsOut,
+                                PresetList, SweepOut, SweepPage, TrialList)
 
 __all__ = ["Client", "GanforgeError", "APIError", "NotFound", "RateLimited", "ConnectionFailed", "WaitTimeout",
            "ChecksumMismatch", "jsonable", "TERMINAL"]
@@ -327,9 +327,21 @@ class Client:
         return self._get(MetricsOut, f"/v1/jobs/{self._id(job)}/metrics",
                          {k: v for k, v in params.items() if v is not None})
 
-    def logs(self, job: str | BaseModel) -> ArtifactList:
-        """The job's multi-device attempt logs, each with a download URL."""
-        return self._get(ArtifactList, f"/v1/jobs/{self._id(job)}/logs")
+    def logs(self, job: str | BaseModel, since: int = 0, limit: int | None = None) -> JobLogs:
+        """The job's log lines numbered ``since`` and up (``next``: where the following ones
+        start; ``more``: some are stored already), and each multi-device attempt's launcher log
+        with a download URL (``items``)."""
+        params = {"since": since, **({"limit": limit} if limit is not None else {})}
+        return self._get(JobLogs, f"/v1/jobs/{self._id(job)}/logs", params=params)
+
+    def log_lines(self, job: str | BaseModel, since: int = 0) -> Iterator[LogLine]:
+        """Every stored log line of the job from ``since`` on, page after page."""
+        while True:
+            page = self.logs(job, since)
+            yield from page.lines
+            if not page.more:
+                return
+            since = page.next
 
     def samples(self, job: str | BaseModel) -> ArtifactList:
         return self._get(ArtifactList, f"/v1/jobs/{self._id(job)}/samples")

@@ -163,6 +163,22 @@ class ArtifactList(_Out):
     items: list[ArtifactLink]
 
 
+class LogLine(_Out):
+    n: int = Field(description="the line's number in the job's log (0, 1, ... over all its attempts)")
+    time: str = Field(description="when it was logged (ISO 8601, UTC)")
+    level: str = Field(description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    rank: int | None = Field(description="the training process of a multi-device job; null for the worker's own lines")
+    logger: str
+    message: str = Field(description="the text (a traceback included); URLs without their query strings")
+
+
+class JobLogs(_Out):
+    items: list[ArtifactLink] = Field(description="each multi-device attempt's whole launcher log (step: the attempt)")
+    lines: list[LogLine] = Field(description="the job's log lines numbered from ?since= on, oldest first")
+    next: int = Field(description="pass as ?since= for the lines logged after these")
+    more: bool = Field(description="more lines are stored already: ask again at once with ?since=next")
+
+
 class CheckpointList(_Out):
     items: list[ArtifactLink]
     final: ArtifactLink | None = Field(description="the final generator, once the job has succeeded")

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 from typing import IO
+
+# A URL's query string: a presigned URL's signature and credentials live there.
+_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#\"'<>]*)\?[^\s#\"'<>]*", re.IGNORECASE)
+
+
+def without_query_strings(text: str) -> str:
+    """``text`` with every URL's query string cut (``?…`` kept as a marker): the rule of the
+    access logs (paths without query strings) for free text such as a job's stored log lines."""
+    return _QUERY.sub(r"\1?…", text)
+
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

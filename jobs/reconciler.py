@@ -45,6 +45,7 @@ def reconcile_once(services: Services, host: str | None = None) -> dict[str, int
     db, queue = services.db, services.queue
     dead = lifecycle.expire_dead_local_workers(db, host or socket.gethostname(), pid_alive)
     requeued = lifecycle.expire_leases(db)
+    telemetry.LEASES_EXPIRED.inc(len(requeued))
     for job_id, queue_name in requeued:
         queue.enqueue(job_id, queue_name, PRIORITY_RESUME)
         log.warning("job %s: its lease expired; back in the queue", job_id, extra={"job_id": job_id})

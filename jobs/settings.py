@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     upload_patience_seconds: int = _env("GANFORGE_UPLOAD_PATIENCE_SECONDS", 900)
     worker_id: str = _env("GANFORGE_WORKER_ID", "")
     log_json: bool = _env("GANFORGE_LOG_JSON", True)
+    # a job's own log lines (worker/job_logs.py): a chunk in the store every N lines or S seconds
+    job_log_chunk_lines: int = _env("GANFORGE_JOB_LOG_CHUNK_LINES", 500, ge=1)
+    job_log_flush_seconds: float = _env("GANFORGE_JOB_LOG_FLUSH_SECONDS", 5.0, gt=0)
     signing_secret: str = _env("GANFORGE_SECRET_KEY", "", repr=False)  # signs artifact download URLs
     # ---- training data: handed to gan_core as a DataConfig (data_config()) ----
     dataset_dir: Path | None = _env("GANFORGE_DATA_DIR", None)  # one folder per dataset (read only)

@@ -65,7 +65,31 @@ def rank_device(spec: JobSpec) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_launched(services: Services, claim: Claim, spec: JobSpec, drain) -> str:
+class _Tail:
+    """The launcher's output as it grows: each complete new line to ``sink`` (the job's log)."""
+
+    def __init__(self, path: Path, sink):
+        self.path, self.sink, self.offset, self.partial = path, sink, 0, b""
+
+    def read(self, final: bool = False) -> None:
+        if self.sink is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        if final and self.partial:
+            lines, self.partial = lines + [self.partial], b""
+        now = time.time()
+        for line in lines:
+            self.sink(line.decode(errors="replace").rstrip("\r"), now)
+
+
+def run_launched(services: Services, claim: Claim, spec: JobSpec, drain, job_log=None) -> str:
     settings, job_id, devices = services.settings, claim.job_id, spec.resources.devices
     work = settings.data_dir / "ranks" / job_id / f"attempt-{claim.attempt}"
     work.mkdir(parents=True, exist_ok=True)
@@ -77,6 +101,7 @@ def run_launched(services: Services, claim: Claim, spec: JobSpec, drain) -> str:
     env[DEVICE_ENV] = rank_device(spec)
     argv = torchrun_argv(devices, "worker.launched", [], log_dir=work / "ranks", shutdown_timeout=10)
     log_path = work / "launcher.log"
+    tail = _Tail(log_path, job_log.add_rank_line if job_log is not None else None)  # each rank's lines, live
     with open(log_path, "wb") as output:
         launch = Launch(argv, stop_file=work / "stop", env=env, output=output)
         with _active_lock:
@@ -87,6 +112,7 @@ def run_launched(services: Services, claim: Claim, spec: JobSpec, drain) -> str:
             ended_at: list[float] = []
 
             def tick() -> None:
+                tail.read()
                 if drain.is_set():
                     launch.request_stop()
                 if outcome.exists():
@@ -101,6 +127,7 @@ def run_launched(services: Services, claim: Claim, spec: JobSpec, drain) -> str:
             launch.close()
             with _active_lock:
                 _active.discard(launch)
+    tail.read(final=True)
     _upload_log(services, claim, log_path)
     result = outcome.read_text().strip() if outcome.exists() else ""
     if result:

@@ -23,12 +23,13 @@ from gan_core.quality import quality_score
 from gan_core.sampling import interpolation_png
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
-from jobs import datasets, lifecycle, sweeps
+from jobs import datasets, lifecycle, sweeps, telemetry
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.queue import PRIORITY_RESUME
 from jobs.services import Services
 from jobs.storage import (ObjectNotFound, StorageError, checkpoint_key, evaluation_key, final_key, interpolation_key,
                           loss_plot_key, sample_key)
+from worker import job_logs
 from worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,11 @@ class JobReporter(Callbacks):
             self.services.db, self.claim.job_id, self.claim.token, self.lease,
             step=self.current_step() if self.current_step is not None else None, runtime_seconds=self.runtime()),
             self.lease)
+        telemetry.LEASE_RENEWALS.inc()
         self._last_beat = time.monotonic()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        telemetry.training_speed(metrics)
         self.cancel_requested = with_db_retry(lambda: lifecycle.record_metrics(
             self.services.db, self.claim.job_id, self.claim.token, [(step, metrics)], self.lease), self.lease)
 
@@ -222,7 +225,13 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
     if claim is None:
         log.info("job %s is not free (finished, cancelled or held by a live lease): nothing to do", job_id)
         return "skipped"
-    log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
+    with job_logs.capture(services, job_id) as job_log:  # the attempt's lines, stored with the job
+        log.info("job %s attempt %d claimed by %s", job_id, claim.attempt, worker_id)
+        return _run_attempt(services, claim, drain, job_log)
+
+
+def _run_attempt(services: Services, claim: Claim, drain, job_log) -> str:
+    settings, job_id = services.settings, claim.job_id
     try:
         with services.db.session() as session:
             spec = lifecycle.load_spec(lifecycle.get(session, job_id).spec, settings)
@@ -233,7 +242,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
         # Deliberately lazy (a cycle): each rank runs worker.launched as __main__, which imports this module.
         from worker.launched import run_launched
 
-        return run_launched(services, claim, spec, drain)
+        return run_launched(services, claim, spec, drain, job_log)
     return run_claimed(services, claim, drain, spec=spec)
 
 
@@ -307,6 +316,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
                          evaluation=result.evaluation, step=result.step)
         return "succeeded"
     except LeaseLost:
+        telemetry.LEASES_LOST.inc()
         log.warning("job %s: lease lost (another attempt owns the job); stopping this one", job_id)
         return "lease_lost"
     except UploadsPending as exc:
@@ -326,6 +336,7 @@ def run_claimed(services: Services, claim: Claim, drain, parallel: Parallel = SI
         # The exception's text may name internal hosts and errno (a database or store outage).
         return _fail(services, claim, f"internal error ({type(exc).__name__}); the worker's log has the details")
     finally:
+        telemetry.idle()
         uploader.close()
         datasets.discard(job_id)
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exception_type, wait_exponential
 
-from jobs import lifecycle
+from jobs import lifecycle, telemetry
 from jobs.lifecycle import Claim, LeaseLost
 from jobs.services import Services
 
@@ -112,6 +112,7 @@ class Uploader:
         # A lost lease is final (another attempt owns the job); close() stops the waiting.
         def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
+            telemetry.UPLOAD_RETRIES.inc()
             exc = state.outcome.exception() if state.outcome else None
             log.warning("upload of %s failed (%s: %s); retrying in %.1f s", item.key, type(exc).__name__, exc,
                         state.upcoming_sleep, extra={"job_id": self.claim.job_id})

@@ -1,5 +1,5 @@
 // One job's page: status, history, live charts (uPlot), evaluation figures, the sample-grid
-// timeline, checkpoints, cancel, and the generate / interpolate panel. Everything comes from
+// timeline, checkpoints, the job's log lines, cancel, and the generate / interpolate panel. Everything comes from
 // the /v1 API; while the job is queued or running the page polls it.
 "use strict";
 
@@ -417,6 +417,49 @@
     }
   });
 
+  // ---- log lines (GET /logs?since=: the worker's lines for this job and each rank's) -------------
+  let logCursor = 0;
+  let logTail = 0;  // fetches left after the job ended: its last lines land just after the status
+
+  let logLoading = null;  // one read at a time: two from the same cursor would show lines twice
+
+  function loadLogs() {
+    if (!logLoading) logLoading = readLogs().finally(() => { logLoading = null; });
+    return logLoading;
+  }
+
+  async function readLogs() {
+    for (let page = 0; page < 20; page++) {  // at most 20 000 lines a refresh
+      const body = await gf.json(base + "/logs?since=" + logCursor);
+      if (body.lines.length) {
+        const pre = $("log-lines");
+        const text = body.lines.map((line) =>
+          line.time + "  " + line.level.padEnd(7) + (line.rank === null ? "" : " [rank " + line.rank + "]") + " "
+          + line.message).join("\n") + "\n";
+        pre.appendChild(document.createTextNode(text));  // text, never HTML
+        pre.hidden = false;
+        $("log-empty").hidden = true;
+        pre.dataset.lines = String(body.next);
+        if ($("log-follow").checked) pre.scrollTop = pre.scrollHeight;
+      }
+      logCursor = body.next;
+      if (!body.more) break;
+    }
+  }
+
+  function resetLogs() {
+    logCursor = 0;
+    $("log-lines").textContent = "";
+    $("log-lines").hidden = true;
+    $("log-empty").hidden = false;
+  }
+
+  function tailLogs() {
+    if (logTail <= 0) return;
+    logTail -= 1;
+    setTimeout(() => loadLogs().then(tailLogs, () => {}), POLL_MS);
+  }
+
   // ---- polling ------------------------------------------------------------------------------------
   function notFound() {
     clearTimeout(pollTimer);
@@ -433,7 +476,7 @@
   async function refresh() {
     // All four requests at once: the charts, timeline and checkpoints do not wait for the job.
     const [jobResult, ...others] = await Promise.allSettled(
-      [gf.json(base), loadMetrics(), loadSamples(), loadCheckpoints()]);
+      [gf.json(base), loadMetrics(), loadSamples(), loadCheckpoints(), loadLogs()]);
     if (jobResult.status === "rejected") {
       const error = jobResult.reason;
       if (error.status === 404) return notFound();
@@ -446,6 +489,10 @@
     // A failure of one part leaves the others shown.
     const failed = others.find((r) => r.status === "rejected");
     gf.showError($("job-error"), failed ? failed.reason : null);
+    if (!gf.isActive(job.status) && (previous === null || gf.isActive(previous))) {
+      logTail = 2;
+      tailLogs();
+    }
     if (previous && gf.isActive(previous) && !gf.isActive(job.status)) {
       // It has just ended: the listings read alongside may predate its last grid and checkpoint.
       pollTimer = setTimeout(refresh, 0);
@@ -456,6 +503,6 @@
     schedule();
   }
 
-  window.addEventListener("gf-api-key", refresh);
+  window.addEventListener("gf-api-key", () => { resetLogs(); refresh(); });
   refresh();
 })();

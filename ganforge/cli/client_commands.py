@@ -148,37 +148,49 @@ def _event_line(event: dict[str, Any]) -> str:
     return f"{event['at']}  {change}{attempt}: {event['message'] or ''}".rstrip(": ")
 
 
-def _service_logs(client: Client, job_id: str) -> list[str]:
-    """What GET /v1/jobs/{id}/logs offers today: each multi-device attempt's rank log (a file to
-    download). Items that carry their own text (worker log lines) are printed as they are."""
-    lines: list[str] = []
-    for item in _call(client.logs, job_id).get("items", []):
-        if "url" in item:
-            text = _call(client.download, item["url"]).decode(errors="replace")
-            lines += [f"--- attempt {item.get('step')} (multi-device rank log) ---", *text.rstrip("\n").splitlines()]
-        else:
-            lines.append(str(item.get("line") or item.get("message") or json.dumps(item, default=jsonable)))
-    return lines
+def log_line_text(line: dict[str, Any]) -> str:
+    rank = f" [rank {line['rank']}]" if line.get("rank") is not None else ""
+    return f"{line['time']}  {line['level']:<7}{rank} {line['message']}"
+
+
+def _new_log_lines(client: Client, job_id: str, since: int) -> tuple[list[dict[str, Any]], int]:
+    """The job's stored log lines from ``since`` on (every page), and the cursor after them."""
+    lines: list[dict[str, Any]] = []
+    while True:
+        page = _call(client.logs, job_id, since)
+        lines += [line.model_dump() if hasattr(line, "model_dump") else line for line in page["lines"]]
+        since = page["next"]
+        if not page["more"]:
+            return lines, since
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """The job's events (status changes and what the worker reported), then its log lines (the
+    worker's and each rank's); with --follow, both as they come until the job ends."""
     client = _client(args)
-    seen = 0
+    seen, since = 0, 0
     while True:
         job = _call(client.job, args.id)
         events = job.get("events", [])
         fresh, seen = events[seen:], len(events)
         if args.json and not args.follow:
-            print(json.dumps({"id": job["id"], "status": job["status"], "events": events,
-                              "logs": _service_logs(client, args.id)}, indent=2, default=jsonable))
+            lines, _ = _new_log_lines(client, args.id, 0)
+            print(json.dumps({"id": job["id"], "status": job["status"], "events": events, "lines": lines}, indent=2, default=jsonable))
             return 0
         for event in fresh:
             print(json.dumps(event, default=jsonable) if args.json else _event_line(event), flush=True)
+        lines, since = _new_log_lines(client, args.id, since)
+        for line in lines:
+            print(json.dumps({"line": line}) if args.json else log_line_text(line), flush=True)
         if not args.follow or job["status"] in TERMINAL:
             break
         time.sleep(args.interval)
-    for line in _service_logs(client, args.id):
-        print(json.dumps({"log": line}) if args.json else line)
+    if args.follow:  # the worker stores its last lines just after the final status
+        for _ in range(2):
+            time.sleep(max(args.interval, 0.5))
+            lines, since = _new_log_lines(client, args.id, since)
+            for line in lines:
+                print(json.dumps({"line": line}) if args.json else log_line_text(line), flush=True)
     return 0
 
 
@@ -250,11 +262,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id", help="job id")
     p.set_defaults(func=cmd_wait)
     p = client_parser("logs", "a job's log: its events (each status change and what the worker reported: claims, "
-                      "retries, cancellation, errors) and, for multi-device jobs, each attempt's rank logs; the "
-                      "worker's own per-job log lines appear here once the service records them",
+                      "retries, cancellation, errors), then the worker's log lines for the job (time, level, "
+                      "for multi-device jobs the rank, message)",
                       "ganforge logs 3f2a... --follow")
     p.add_argument("id", help="job id")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events until the job ends")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events and log lines until the job ends")
     p.add_argument("--interval", type=float, default=1.0, help="with --follow: seconds between polls (default 1)")
     p.set_defaults(func=cmd_logs)
     p = client_parser("samples", "download a job's sample grids", "ganforge samples 3f2a... --out grids/")

@@ -31,6 +31,7 @@ from ganforge.client import Client
 SERVICE_MODULES = frozenset({
     "pydantic_settings", "celery", "kombu", "redis", "sqlalchemy", "alembic", "flask", "werkzeug", "jinja2",
     "boto3", "botocore", "psycopg", "gunicorn", "orjson", "optuna", "tenacity", "cachetools", "flask_swagger_ui",
+    "prometheus_client",
 })
 SERVICE_HINT = "pip install 'ganforge[service]'"
 
@@ -186,6 +187,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from gan_core.launch import die_with_parent
 
         die_with_parent(signal.SIGTERM)  # started by `ganforge up`: drain when it dies, however it dies
+    if args.metrics_port is not None:
+        prometheus_multiprocess_dir()  # first: the ranks a multi-device job starts report into it too
     devices, queues = _worker_queues(args)
     # What this worker can run, for the task and for its announcements (waiting reasons).
     os.environ["GANFORGE_WORKER_DEVICES"] = str(devices)
@@ -193,6 +196,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings.log_json)
     app = make_celery(settings.broker_url, include=["worker.tasks"])
+    if args.metrics_port is not None:
+        _serve_worker_metrics(args.metrics_host, args.metrics_port)
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if args.hostname:
@@ -262,8 +267,39 @@ def cmd_api(args: argparse.Namespace) -> int:
             pass
         server.shutdown()
         return 0
+    prometheus_multiprocess_dir()  # before gunicorn forks: its processes' metrics are summed at each scrape
     os.execvp(sys.executable, gunicorn_argv(args.host, args.port, args.workers, args.threads))
     return 0
+
+
+def prometheus_multiprocess_dir() -> Path:
+    """PROMETHEUS_MULTIPROC_DIR for this process and its children (gunicorn's workers, a worker's
+    training ranks), emptied of an earlier run's files; a new temporary folder when unset.
+    Must run before prometheus-client is imported (jobs.telemetry)."""
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="ganforge-prometheus-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
+def _serve_worker_metrics(host: str, port: int) -> None:
+    """The worker's /metrics on its own port (prometheus-client's server, a daemon thread): its
+    lease renewals and losses, upload retries and the running job's speed, its training ranks'
+    included (they share its PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client import start_http_server
+
+    from jobs import telemetry
+
+    try:
+        start_http_server(port, addr=host, registry=telemetry.registry())
+    except OSError as exc:
+        raise CLIError(f"cannot serve the worker's metrics on {host}:{port}: {exc.strerror or exc}; "
+                       "choose another --metrics-port", 1) from None
 
 
 def _usable_cpus() -> int:
@@ -285,7 +321,7 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     """
     from api.logging import GUNICORN_ACCESS_FORMAT
 
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_hooks", "--bind", f"{host}:{port}",
             "--workers", str(workers or _usable_cpus()), "--worker-class", "gthread", "--threads", str(threads),
             "--keep-alive", "5", "--access-logformat", GUNICORN_ACCESS_FORMAT]
     return argv + (["--reuse-port"] if reuse_port else []) + ["api:create_app()"]
@@ -418,12 +454,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=needs_service(cmd_api))
 
     p = add_command(sub, "worker", "run a Celery worker: one per host, training jobs of up to --devices devices",
-                    ["ganforge worker", "ganforge worker --devices 4 --hostname gpu-node-1"])
+                    ["ganforge worker", "ganforge worker --devices 4 --hostname gpu-node-1",
+                     "ganforge worker --metrics-port 9101   # Prometheus scrapes http://HOST:9101/metrics"])
     p.add_argument("--devices", type=int, help="devices this worker trains on (default: every visible GPU, or 1 on "
                    "the CPU); it takes jobs of 1..N devices, starting N-device jobs through torch's launcher")
     p.add_argument("--queues", help="override the queues served (default: from --devices: gpu,gpu-x2,...,cpu "
                    "or cpu,cpu-x2,...)")
     p.add_argument("--hostname", help="the worker's name in Celery (default: celery@<host>)")
+    p.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics (lease renewals and "
+                   "losses, upload retries, the running job's steps/s and images/s) on this port at /metrics")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="with --metrics-port: the address to listen on "
+                   "(default 0.0.0.0, for a Prometheus on another host; the figures hold no job data)")
     p.set_defaults(func=needs_service(cmd_worker))
 
     p = add_command(sub, "reconcile", "requeue jobs whose worker died or whose broker message was lost "

@@ -20,7 +20,7 @@ from api.schemas import GenerateRequest
 from gan_core.spec import JobSpec, error_details
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATIONS = 27  # 20 + the four of /v1/datasets + a sweep's curves + PATCH a job + a job's bundle
+OPERATIONS = 28  # 20 + the four of /v1/datasets + a sweep's curves + PATCH a job + a job's bundle + /metrics
 
 
 def test_openapi_is_valid_3_1_and_comes_from_the_models(api):

@@ -82,7 +82,7 @@ def test_the_attempt_logs_are_listed_with_urls(api):
     job_id = api.client.post("/v1/jobs", json={**SPEC, "resources": {"devices": 2}}).get_json()["id"]
     view = api.client.get(f"/v1/jobs/{job_id}").get_json()
     assert view["logs_url"] == f"/v1/jobs/{job_id}/logs"
-    assert api.client.get(view["logs_url"]).get_json() == {"items": []}
+    assert api.client.get(view["logs_url"]).get_json() == {"items": [], "lines": [], "next": 0, "more": False}
     data = b"[default0]:rank 0 line\n[default1]:rank 1 line\n"
     api.services.storage.put(f"jobs/{job_id}/logs/attempt-1.log", data, "text/plain; charset=utf-8")
     lifecycle.record_attempt_log(api.services.db, job_id, 1, f"jobs/{job_id}/logs/attempt-1.log", data)

@@ -254,12 +254,12 @@ def service_env(migrated_pg, redis_url, s3_bucket, s3_server, tmp_path):
     return env
 
 
-def _start_worker(env, tmp_path, name="w1", devices=None):
+def _start_worker(env, tmp_path, name="w1", devices=None, extra=()):
     """A real `ganforge worker` process (on the cpu queue, or with ``devices``: on every CPU queue
     up to that size); its log goes to tmp_path/<name>.log."""
     log = (tmp_path / f"{name}.log").open("wb")
     size = ["--devices", str(devices)] if devices else ["--queues", "cpu"]
-    return subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", *size, "--hostname", f"{name}@test"],
+    return subprocess.Popen([sys.executable, "-m", "ganforge.cli", "worker", *size, "--hostname", f"{name}@test", *extra],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
@@ -284,8 +284,8 @@ def start_worker():
     """start_worker(env, tmp_path, name) -> Popen; every worker started is stopped at teardown."""
     started = []
 
-    def start(env, tmp_path, name="w1", devices=None):
-        proc = _start_worker(env, tmp_path, name, devices)
+    def start(env, tmp_path, name="w1", devices=None, extra=()):
+        proc = _start_worker(env, tmp_path, name, devices, extra)
         started.append(proc)
         return proc
 

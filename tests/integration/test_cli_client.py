@@ -153,8 +153,14 @@ def test_wait_reattaches_and_logs_show_the_events(service, tmp_path):
     assert any(line.rstrip().endswith("queued") or "queued:" in line for line in lines), done.stdout
     assert any("queued -> running" in line for line in lines) and any("running -> succeeded" in line for line in lines)
 
+    # the worker's lines for the job after the events: time, level, message (item 12)
+    assert any(f"INFO    job {job['id']} attempt 1 claimed by" in line for line in lines), done.stdout
+
     done = cli("logs", job["id"], "--json", url=service)
-    assert [e["to"] for e in json.loads(done.stdout)["events"]][-1] == "succeeded"
+    assert done.returncode == 0, done.stdout + done.stderr
+    body = json.loads(done.stdout)
+    assert [e["to"] for e in body["events"]][-1] == "succeeded"
+    assert [line["n"] for line in body["lines"]] == list(range(len(body["lines"]))) and body["lines"]
 
     done = cli("wait", job["id"], "--json", url=service)
     assert done.returncode == 0 and json.loads(done.stdout)["status"] == "succeeded"
@@ -173,7 +179,8 @@ def test_logs_follow_ends_with_the_job(service, tmp_path):
     job = client.submit(TINY)
     done = cli("logs", job["id"], "--follow", "--interval", "0.3", url=service, timeout=180)
     assert done.returncode == 0
-    assert "running -> succeeded" in done.stdout.splitlines()[-1] or "succeeded" in done.stdout
+    assert "running -> succeeded" in done.stdout
+    assert f"job {job['id']} attempt 1 claimed by" in done.stdout  # the log lines, as they came
     assert client.job(job["id"])["status"] == "succeeded"
 
 

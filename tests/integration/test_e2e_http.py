@@ -168,6 +168,8 @@ def test_embedded_mode_trains_a_two_device_job(tmp_path):
         (entry,) = client.logs(job["id"])["items"]
         text = client.download(entry["url"]).decode()
         assert "[default1]" in text
+        lines = list(client.log_lines(job["id"]))  # each rank's lines, live, in the job's own log (item 12)
+        assert {line.rank for line in lines} >= {0, 1} and any(line.rank is None for line in lines)
         big = client.submit({**RING, "resources": {"devices": 4}})
         deadline = time.monotonic() + 60
         while not client.job(big["id"])["waiting_reason"] and time.monotonic() < deadline:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gan_core.spec import JobSpec
-from jobs import lifecycle
+from jobs import job_logs, lifecycle
 from jobs.models import Artifact, Job, Metric
 from jobs.services import Services
 from jobs.settings import Settings
@@ -58,6 +58,17 @@ def test_job_runs_on_the_worker_and_uploads_everything(services, worker):
     job_id = submit(services, ring_spec())
     job = wait_for(services, job_id, ("succeeded", "failed"))
     assert job.status == "succeeded", job.error
+    # the worker's lines for the job, stored in the artifact store (item 12)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with services.db.read() as session:
+            lines = [line for chunk in job_logs.chunks(session, job_id)
+                     for line in job_logs.decode(services.storage.get(chunk.key))]
+        if any("claimed by" in line["message"] for line in lines):
+            break
+        time.sleep(0.2)
+    assert [line["n"] for line in lines] == list(range(len(lines)))
+    assert any(f"job {job_id} attempt 1 claimed by" in line["message"] for line in lines), lines
     assert job.attempt == 1 and job.progress_step == 60 and job.evaluation["n_samples"] == 500
     with services.db.session() as session:
         artifacts = session.execute(select(Artifact).where(Artifact.job_id == job_id)).scalars().all()
