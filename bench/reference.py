@@ -107,19 +107,20 @@ def train_keras(run: Run, script: str, steps: int, samples: int, reuse: bool) ->
 
 
 def train_ganforge(run: Run, spec: dict, reuse: bool) -> Run:
-    spec_file = run.path / "spec.json"
+    # The spec and the log sit beside the run's folder: `ganforge train` starts in an empty --out.
+    spec_file = run.path.with_suffix(".spec.json")
     timing = run.path / "train-seconds.txt"
     final = run.path / "final" / "generator.pt"
     if reuse and final.exists() and timing.exists() and json.loads(spec_file.read_text()) == spec:
         run.seconds = float(timing.read_text())
         return run
-    if run.path.exists():  # a stale or different run: start afresh (the CLI would resume it)
+    if run.path.exists():  # a stale or different run: start afresh (the CLI would refuse a used --out)
         shutil.rmtree(run.path)
-    run.path.mkdir(parents=True)
+    run.path.parent.mkdir(parents=True, exist_ok=True)
     spec_file.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "gan_core.cli", "train", str(spec_file), "--out", str(run.path), "--quiet",
            "--device", "cpu"]
-    _run(cmd, run, run.path / "train.log")
+    _run(cmd, run, run.path.with_suffix(".log"))
     timing.write_text(f"{run.seconds:.1f}")
     return run
 
