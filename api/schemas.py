@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from gan_core.spec import JobSpec
-from ganforge.jobs.models import Artifact, Job, JobEvent
+from jobs.models import Artifact, Job, JobEvent
 
 _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -208,7 +208,7 @@ from ganforge.responses import (  # noqa: E402,F401
 )
 
 
-# ---- query parameters (documented from these models; the views parse with ganforge.api.validation) -----
+# ---- query parameters (documented from these models; the views parse with api.validation) -----
 class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     tag: list[str] | None = Field(None, max_length=MAX_TAGS,

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from kombu.exceptions import ChannelError
 
-from ganforge.jobs.broker import make_celery
+from jobs.broker import make_celery
 
 log = logging.getLogger(__name__)
 

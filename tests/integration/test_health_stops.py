@@ -1,4 +1,4 @@
-"""GAN health on the real runner (ganforge.worker.runner.run_job in this process, PostgreSQL, a file store):
+"""GAN health on the real runner (worker.runner.run_job in this process, PostgreSQL, a file store):
 real training runs that diverge or whose discriminator wins, read back through the HTTP API.
 
 * a job whose losses go non-finite (absurd learning rates, no gradient penalty) and whose spec
@@ -17,15 +17,15 @@ import copy
 import pytest
 from sqlalchemy import select
 
-from ganforge.jobs import lifecycle, sweeps
-from ganforge.jobs.db import Database
-from ganforge.jobs.models import Artifact, Job, JobEvent
-from ganforge.jobs.queue import RecordingEnqueuer
-from ganforge.jobs.services import Services
-from ganforge.jobs.settings import Settings
-from ganforge.jobs.storage import LocalStorage
+from jobs import lifecycle, sweeps
+from jobs.db import Database
+from jobs.models import Artifact, Job, JobEvent
+from jobs.queue import RecordingEnqueuer
+from jobs.services import Services
+from jobs.settings import Settings
+from jobs.storage import LocalStorage
 from gan_core.spec import JobSpec
-from ganforge.worker.runner import run_job
+from worker.runner import run_job
 
 COMMON = {"dataset": {"name": "ring8"}, "device": "cpu", "log_every": 10, "sample_every": 1000,
           "checkpoint_every": 30, "eval": {"n_samples": 500}}
@@ -50,7 +50,7 @@ def spec(doc, **health) -> JobSpec:
 
 @pytest.fixture()
 def api(migrated_pg, tmp_path):
-    from ganforge.api import create_app
+    from api import create_app
 
     settings = Settings(data_dir=tmp_path / "home", database_url=migrated_pg, broker_url="memory://",
                         storage_url=f"file://{tmp_path / 'store'}", signing_secret="x", lease_seconds=30,
