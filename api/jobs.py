@@ -44,7 +44,7 @@ from api.schemas import (
 from api.state import finished_views, generation, services, signer
 from api.validation import allow_query, check_id, json_body, query_int, query_str
 from gan_core.rejection import RejectionError
-from gan_core.spec import error_details
+from gan_core.spec import JobSpec, error_details
 from jobs import datasets, lifecycle
 from jobs.models import STATUSES, Artifact, Job
 from jobs.storage import StorageError
@@ -343,6 +343,7 @@ def job_logs(job_id: str):
     """The training logs of the job's multi-device attempts, one per attempt (``step``: the
     attempt), each line tagged with its rank; each with a URL valid for ``presign_ttl_seconds``."""
     check_id(job_id, "job")
+    allow_query(())
     with services().db.read() as session:
         _require_job(session, job_id)
         logs = read_model.artifacts(session, job_id, "log")

@@ -1,8 +1,8 @@
 """presets/dcgan-64-folder.json on rendered shapes: are the samples recognisable?
 
 Makes a shapes archive (bench/shapes.py: circles, squares and triangles of random colours), trains
-the preset on it unconditionally (its recipe: hinge loss, spectral norm in D, EMA of G, TTUR, Adam
-betas (0, 0.9)), then judges the EMA generator's samples with a shape classifier trained on the
+the preset on it unconditionally (its recipe: hinge loss, spectral norm in D, EMA of G, Adam 2e-4
+for both networks), then judges the EMA generator's samples with a shape classifier trained on the
 real pictures (gan_core's domain classifier on labelled class folders, seed 0, 2 epochs):
 the share of samples it calls each shape, how many it is confident about (p >= 0.9), and, for
 reference, the same figures for real held-out pictures. A collapsed generator puts nearly all

@@ -51,7 +51,10 @@ class UsageError(CLIError):
 
 def add_command(sub: argparse._SubParsersAction, name: str, help: str, examples: Sequence[str]) -> argparse.ArgumentParser:
     """A sub-command whose --help says what it does and ends with examples."""
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+    import textwrap
+
+    description = textwrap.fill(help[0].upper() + help[1:] + ".", width=88)  # the raw formatter does not wrap
+    return sub.add_parser(name, help=help, description=description,
                           epilog="examples:\n" + "\n".join(f"  {line}" for line in examples),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 

@@ -105,6 +105,7 @@ class ConnectionFailed(GanforgeError, ConnectionError):
 
     def __init__(self, url: str, reason: str):
         self.url = url
+        self.reason = reason
         super().__init__(f"cannot reach the ganforge service at {url}: {reason} "
                          "(is it running? `ganforge up` starts one on this machine)")
 

@@ -21,7 +21,7 @@ from gan_core import cli as local
 from gan_core.cli import CLIError, add_command
 from ganforge.cli import follow
 from ganforge.cli.follow import TERMINAL, spec_for_submit, submit_and_wait
-from ganforge.client import APIError, Client, jsonable
+from ganforge.client import APIError, Client, ConnectionFailed, jsonable
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -57,6 +57,8 @@ def api_error(exc: APIError) -> CLIError:
 
 
 def unreachable(url: str, exc: OSError) -> CLIError:
+    if isinstance(exc, ConnectionFailed):  # the client names the URL it tried and why
+        url = exc.url
     reason = getattr(exc, "reason", None) or exc
     if isinstance(reason, OSError) and reason.strerror:
         reason = reason.strerror.lower()  # "connection refused", not "[Errno 111] Connection refused"
@@ -134,7 +136,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     client = _client(args)
     job = follow.follow(client, args.id, show_progress=not args.json)
     if args.json:
-        print(json.dumps(job, indent=2))
+        print(json.dumps(job, indent=2, default=jsonable))
     else:
         follow.print_summary(client, job)
     return 0 if job["status"] == "succeeded" else 1
@@ -155,7 +157,7 @@ def _service_logs(client: Client, job_id: str) -> list[str]:
             text = _call(client.download, item["url"]).decode(errors="replace")
             lines += [f"--- attempt {item.get('step')} (multi-device rank log) ---", *text.rstrip("\n").splitlines()]
         else:
-            lines.append(str(item.get("line") or item.get("message") or json.dumps(item)))
+            lines.append(str(item.get("line") or item.get("message") or json.dumps(item, default=jsonable)))
     return lines
 
 
@@ -168,10 +170,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         fresh, seen = events[seen:], len(events)
         if args.json and not args.follow:
             print(json.dumps({"id": job["id"], "status": job["status"], "events": events,
-                              "logs": _service_logs(client, args.id)}, indent=2))
+                              "logs": _service_logs(client, args.id)}, indent=2, default=jsonable))
             return 0
         for event in fresh:
-            print(json.dumps(event) if args.json else _event_line(event), flush=True)
+            print(json.dumps(event, default=jsonable) if args.json else _event_line(event), flush=True)
         if not args.follow or job["status"] in TERMINAL:
             break
         time.sleep(args.interval)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.cli import CLIError, read_spec
+from ganforge.client import jsonable
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -42,8 +43,9 @@ class Progress:
         from tqdm import tqdm
 
         self.total = job["progress"]["total"]
+        self.tty = sys.stderr.isatty()
         self.bar = tqdm(total=self.total, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True,
-                        mininterval=0.5 if sys.stderr.isatty() else 30, desc=job["status"])
+                        mininterval=0.5 if self.tty else 30, desc=job["status"])
         self.show = show
         self.running = False
         self.closed = False
@@ -67,7 +69,8 @@ class Progress:
         losses = {k: f"{metrics[k]:.3f}" for k in ("loss_d", "loss_g") if isinstance(metrics.get(k), (int, float))}
         self.bar.set_postfix(losses, refresh=False)
         self.bar.update(max(0, step - self.bar.n))
-        self.bar.refresh()
+        if self.tty:  # a terminal shows the status at once; a log file gets a line per mininterval
+            self.bar.refresh()
         if step >= self.total or status in TERMINAL:
             self.close()
             if status not in TERMINAL and self.show:
@@ -117,7 +120,7 @@ def submit_and_wait(client, spec_ref: str, show_progress: bool, json_out: bool, 
             raise
         raise detached(job["id"]) from None
     if json_out:
-        print(json.dumps(job, indent=2))
+        print(json.dumps(job, indent=2, default=jsonable))
     else:
         print_summary(client, job, fetch_to)
     return 0 if job["status"] == "succeeded" else 1
@@ -134,11 +137,11 @@ def summary_rows(job: dict[str, Any], samples: list[dict[str, Any]], final: dict
     p = job["progress"]
     rows = [("job", f"{job['id']} ({job['name']})"), ("status", job["status"] + (f": {job['error']}" if job.get("error") else ""))]
     training = f"{p['step']} / {p['total']}"
-    if job.get("runtime_seconds"):
-        training += f" in {job['runtime_seconds']:.1f} s"
     speed = (job.get("latest_metrics") or {}).get("steps_per_s")
     if isinstance(speed, (int, float)):
-        training += f" ({speed:.1f} steps/s while training)"
+        training += f", {speed:.1f} steps/s while training"
+    if job.get("runtime_seconds"):
+        training += f" ({job['runtime_seconds']:.1f} s on the worker, evaluation included)"
     rows.append(("steps", training))
     if job.get("attempts", 1) > 1:
         rows.append(("attempts", str(job["attempts"])))
@@ -153,7 +156,10 @@ def summary_rows(job: dict[str, Any], samples: list[dict[str, Any]], final: dict
     return rows
 
 
-def format_table(rows: list[tuple[str, str]], width: int = 100) -> str:
+def format_table(rows: list[tuple[str, str]], width: int | None = None) -> str:
+    import shutil
+
+    width = width or shutil.get_terminal_size((100, 24)).columns
     label_width = max(len(label) for label, _ in rows)
     lines = []
     for label, value in rows:

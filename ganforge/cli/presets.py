@@ -1,9 +1,8 @@
 """Presets by name: ``ganforge presets`` lists them, and every command that takes a spec file
 (train, validate, submit, up --submit) also takes a preset's name (``ganforge submit ring8``).
 
-A preset is a spec file in the presets folder, named by its file stem; its ``description``
-field's first line is its summary. The folder is the one the package ships
-(``ganforge.resources.presets_dir``: in a wheel or a checkout alike).
+A preset is a spec file in the presets folder (``ganforge.resources``), named by its file stem;
+its ``description`` field's first line is its summary.
 """
 
 from __future__ import annotations
@@ -15,17 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.cli import CLIError, add_command
-from ganforge import resources
-
-
-def presets_dir() -> Path | None:
-    folder = resources.presets_dir()
-    return Path(str(folder)) if folder.is_dir() else None
+from ganforge.resources import preset_names, presets_dir
 
 
 def preset_paths() -> dict[str, Path]:
+    """{name: file} of every preset (ganforge.resources finds the folder in any install)."""
     folder = presets_dir()
-    return {path.stem: path for path in sorted(folder.glob("*.json"), key=lambda p: p.stem)} if folder else {}
+    if not isinstance(folder, Path) or not folder.is_dir():  # a zipped install has no paths to hand out
+        return {}
+    return {name: folder / f"{name}.json" for name in preset_names()}
 
 
 def summary(doc: Any) -> str:

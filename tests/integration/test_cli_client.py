@@ -143,7 +143,7 @@ def test_wait_reattaches_and_logs_show_the_events(service, tmp_path):
     done = cli("wait", job["id"], url=service, timeout=180)
     assert done.returncode == 0, done.stderr
     assert f"{job['id']} (cli-tiny)" in done.stdout and "succeeded" in done.stdout
-    assert "200 / 200" in done.stdout and "steps/s while training" in done.stdout
+    assert "200 / 200, " in done.stdout and "steps/s while training" in done.stdout
     assert "http" not in done.stdout and "{" not in done.stdout  # a table, no signed URLs, no raw JSON
     assert f"ganforge samples {job['id']}" in done.stdout
 

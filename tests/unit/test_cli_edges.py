@@ -221,7 +221,7 @@ def test_the_summary_is_a_short_table_without_urls():
            "evaluation": {"modes": 8, "hq_fraction": 0.91234, "per_mode": [1, 2]}}
     samples = [{"step": 100, "url": "http://x/sig=SECRET"}, {"step": 300, "url": "http://x/sig=SECRET"}]
     table = format_table(summary_rows(job, samples, {"url": "http://x/final?sig=SECRET"}))
-    assert "300 / 300 in 12.5 s (41.2 steps/s while training)" in table
+    assert "300 / 300, 41.2 steps/s while training (12.5 s on the worker" in table
     assert "modes 8, hq_fraction 0.9123" in table and "per_mode" not in table
     assert "SECRET" not in table and "http" not in table and "{" not in table
     assert len(table.splitlines()) <= 8

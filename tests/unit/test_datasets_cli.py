@@ -82,5 +82,5 @@ def test_refusals_are_one_message_and_an_exit_code(service, tmp_path, capsys):
     assert code == 2 and "no such file" in err
 
     code, _, err = run(capsys, "datasets", "list", "--url", "http://127.0.0.1:9")
-    assert code == 1 and "cannot reach the service" in err
+    assert code == 1 and "cannot reach the ganforge service at http://127.0.0.1:9" in err and err.count("cannot reach") == 1
     assert "Traceback" not in err
