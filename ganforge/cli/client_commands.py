@@ -21,7 +21,7 @@ from gan_core import cli as local
 from gan_core.cli import CLIError, add_command
 from ganforge.cli import follow
 from ganforge.cli.follow import TERMINAL, spec_for_submit, submit_and_wait
-from ganforge.client import APIError, Client, ConnectionFailed, jsonable
+from ganforge.client import APIError, Client, jsonable
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -57,8 +57,7 @@ def api_error(exc: APIError) -> CLIError:
 
 
 def unreachable(url: str, exc: OSError) -> CLIError:
-    if isinstance(exc, ConnectionFailed):  # the client names the URL it tried and why
-        url = exc.url
+    # The service's root URL is named (the client's ConnectionFailed also knows the request's).
     reason = getattr(exc, "reason", None) or exc
     if isinstance(reason, OSError) and reason.strerror:
         reason = reason.strerror.lower()  # "connection refused", not "[Errno 111] Connection refused"
