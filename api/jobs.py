@@ -150,18 +150,18 @@ def _idempotency_conflict(exc: Exception) -> APIError:
                     [{"field": "Idempotency-Key", "problem": "already used with a different request body"}])
 
 
-def _checked_webhook(notify) -> str | None:
+def _checked_webhook(notify, code: str = "invalid_spec") -> str | None:
     """The submit's webhook URL once allowed (422 naming ``notify.webhook_url`` otherwise)."""
     if notify is None:
         return None
     settings = services().settings
     if not settings.webhook_secret:
         raise invalid("notify.webhook_url", "this deployment sends no webhooks (GANFORGE_WEBHOOK_SECRET is not set)",
-                      code="invalid_spec")
+                      code=code)
     try:
         jobs_notify.check_url(notify.webhook_url, settings)  # https, public hosts only (SSRF)
     except jobs_notify.WebhookRefused as exc:
-        raise invalid("notify.webhook_url", str(exc), code="invalid_spec") from None
+        raise invalid("notify.webhook_url", str(exc), code=code) from None
     return notify.webhook_url
 
 

@@ -190,15 +190,7 @@ class JobPatch(JobLabels):
     """Body of PATCH /v1/jobs/{id}: the labels to replace (a field left out stays as it is)."""
 
 
-class Notify(BaseModel):
-    """Whom to tell when the job ends (jobs/notify.py)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    webhook_url: StrictStr = Field(max_length=2048, description=(
-        "called with a signed JSON POST once the job ends (succeeded, failed or cancelled): "
-        "https:// on a public host (the rules of dataset URLs); X-Ganforge-Signature: sha256=<HMAC-SHA256 "
-        "of the raw body with the deployment's webhook secret>, X-Ganforge-Timestamp, X-Ganforge-Delivery"))
+from jobs.notify import Notify  # noqa: E402 (shared with the sweep spec)
 
 
 class JobSubmission(JobLabels, JobSpec):

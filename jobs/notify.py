@@ -12,10 +12,11 @@ training paths.
   replays; ``X-Ganforge-Delivery`` (also ``delivery`` in the body) is the same for every attempt
   of one delivery, to drop duplicates.
 * **Delivered by a notifier thread** in every worker (``start``): it claims due deliveries
-  (``notify_state`` pending on an ended job) with a conditional UPDATE, so one process sends each;
+  (``notify_state`` pending on an ended job or sweep) with a conditional UPDATE, so one process sends each;
   a claim older than ``CLAIM_SECONDS`` (its process died) is taken again. Each delivery retries
   with exponential backoff (tenacity) for ``GANFORGE_WEBHOOK_ATTEMPTS`` attempts on a network
-  error or a non-2xx answer, then gives up. Every attempt is an event of the job.
+  error or a non-2xx answer, then gives up. Every attempt is an event of the job (a sweep, which
+  has no event history, gets log lines).
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from jobs import datasets
 from jobs.db import Database
-from jobs.models import TERMINAL, Job, JobEvent, utcnow
+from jobs.models import TERMINAL, Job, JobEvent, Sweep, utcnow
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,18 @@ SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_HEADER = "X-Ganforge-Signature", "X
 MAX_URL = 2048
 CLAIM_SECONDS = 600  # a delivery claimed this long ago by a process that never finished it is sent again
 _CONTROL = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+class Notify(BaseModel):
+    """Whom to tell when a job or a sweep ends (the ``notify`` of a job's submit body and of a
+    sweep spec)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    webhook_url: StrictStr = Field(max_length=MAX_URL, description=(
+        "called with a signed JSON POST once it ends (succeeded, failed or cancelled): https:// on a public "
+        "host (the rules of dataset URLs); X-Ganforge-Signature: sha256=<HMAC-SHA256 of the raw body with the "
+        "deployment's webhook secret>, X-Ganforge-Timestamp (the body's sent_at), X-Ganforge-Delivery"))
 
 
 class WebhookRefused(ValueError):
@@ -101,14 +115,15 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def payload(job: Job, delivery: str, sent_at: int) -> bytes:
-    document: dict[str, Any] = {
-        "type": "job.ended", "delivery": delivery, "sent_at": sent_at,
-        "job": {"id": job.id, "name": job.name, "status": job.status, "error": job.error,
-                "progress_step": job.progress_step, "total_steps": job.total_steps, "attempt": job.attempt,
-                "tags": list(job.tags or []),
-                "finished_at": job.finished_at.isoformat() if job.finished_at else None},
-    }
+def payload(kind: str, row: Job | Sweep, delivery: str, sent_at: int) -> bytes:
+    about: dict[str, Any] = {"id": row.id, "name": row.name, "status": row.status, "error": row.error,
+                             "finished_at": row.finished_at.isoformat() if row.finished_at else None}
+    if isinstance(row, Job):
+        about.update(progress_step=row.progress_step, total_steps=row.total_steps, attempt=row.attempt,
+                     tags=list(row.tags or []), sweep_id=row.sweep_id)
+    else:
+        about.update(planned_trials=row.planned_trials)
+    document = {"type": f"{kind}.ended", "delivery": delivery, "sent_at": sent_at, kind: about}
     return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -139,25 +154,28 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
         connection.close()
 
 
-def _event(db: Database, job_id: str, message: str) -> None:
+TABLES: dict[str, type[Job] | type[Sweep]] = {"job": Job, "sweep": Sweep}
+
+
+def _record(db: Database, kind: str, row_id: str, message: str, state: str | None = None) -> None:
+    """A delivery attempt: a job's event (a sweep has no event history: the worker's log line);
+    with ``state``, the delivery's end."""
+    table = TABLES[kind]
     with db.session() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-        session.add(JobEvent(job_id=job_id, from_status=status, to_status=status, message=message))
+        if state is not None:
+            session.execute(update(table).where(table.id == row_id).values(notify_state=state, notify_claimed_at=None))
+        if kind == "job":
+            status = session.scalar(select(Job.status).where(Job.id == row_id))
+            session.add(JobEvent(job_id=row_id, from_status=status, to_status=status, message=message))
+    log.info("%s %s: %s", kind, row_id, message, extra={"job_id": row_id} if kind == "job" else {"sweep_id": row_id})
 
 
-def _finish(db: Database, job_id: str, state: str, message: str) -> None:
-    with db.session() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(notify_state=state, notify_claimed_at=None))
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-        session.add(JobEvent(job_id=job_id, from_status=status, to_status=status, message=message))
-
-
-def deliver(db: Database, settings: Settings, job_id: str, resolver=datasets.resolve) -> str:
-    """Send one claimed job's webhook, with retries: ``delivered`` or ``failed``."""
+def deliver(db: Database, settings: Settings, kind: str, row_id: str, resolver=datasets.resolve) -> str:
+    """Send one claimed webhook (``kind`` job or sweep), with retries: ``delivered`` or ``failed``."""
     with db.read() as session:
-        job = session.get(Job, job_id)
-        url = job.notify_url
-        session.expunge(job)
+        row = session.get(TABLES[kind], row_id)
+        url = row.notify_url
+        session.expunge(row)
     delivery = uuid.uuid4().hex
     attempts = settings.webhook_attempts
     number = 0
@@ -170,15 +188,15 @@ def deliver(db: Database, settings: Settings, job_id: str, resolver=datasets.res
         except WebhookRefused as exc:
             raise DeliveryFailed(f"refused: {exc}") from None
         sent_at = int(time.time())
-        body = payload(job, delivery, sent_at)
+        body = payload(kind, row, delivery, sent_at)
         return post(target, body, {SIGNATURE_HEADER: sign(settings.webhook_secret, body),
                                    TIMESTAMP_HEADER: str(sent_at), DELIVERY_HEADER: delivery},
                     settings.webhook_timeout_seconds)
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        _event(db, job_id, f"webhook attempt {number} of {attempts} failed ({exc}); retrying in "
-                           f"{state.upcoming_sleep:.1f} s")
+        _record(db, kind, row_id, f"webhook attempt {number} of {attempts} failed ({exc}); retrying in "
+                                  f"{state.upcoming_sleep:.1f} s")
 
     retrying = Retrying(retry=retry_if_exception_type(DeliveryFailed), stop=stop_after_attempt(attempts),
                         wait=wait_exponential(multiplier=settings.webhook_backoff_seconds, max=60.0),
@@ -186,34 +204,38 @@ def deliver(db: Database, settings: Settings, job_id: str, resolver=datasets.res
     try:
         status = retrying(attempt)
     except DeliveryFailed as exc:
-        _finish(db, job_id, "failed", f"webhook gave up after {number} attempt(s): {exc}")
+        _record(db, kind, row_id, f"webhook gave up after {number} attempt(s): {exc}", "failed")
         return "failed"
-    _finish(db, job_id, "delivered", f"webhook delivered: HTTP {status} (attempt {number} of {attempts})")
+    _record(db, kind, row_id, f"webhook delivered: HTTP {status} (attempt {number} of {attempts})", "delivered")
     return "delivered"
 
 
-def claim_due(db: Database, limit: int = 20) -> list[str]:
-    """The ended jobs whose webhook is due, each claimed for this process (one process wins each)."""
+def claim_due(db: Database, limit: int = 20) -> list[tuple[str, str]]:
+    """The ended jobs and sweeps whose webhook is due, as (kind, id), each claimed for this
+    process (a conditional UPDATE: one process wins each)."""
     now = utcnow()
-    with db.session() as session:
-        session.execute(update(Job).where(Job.notify_state == "sending",
-                                          Job.notify_claimed_at < now - timedelta(seconds=CLAIM_SECONDS))
-                        .values(notify_state="pending"))
-        due = list(session.scalars(select(Job.id).where(Job.notify_state == "pending", Job.status.in_(TERMINAL))
-                                   .order_by(Job.finished_at).limit(limit)))
-    claimed = []
-    for job_id in due:
+    claimed: list[tuple[str, str]] = []
+    for kind, table in TABLES.items():
         with db.session() as session:
-            won = session.execute(update(Job).where(Job.id == job_id, Job.notify_state == "pending")
-                                  .values(notify_state="sending", notify_claimed_at=now)).rowcount
-        if won:
-            claimed.append(job_id)
+            session.execute(update(table).where(table.notify_state == "sending",
+                                                table.notify_claimed_at < now - timedelta(seconds=CLAIM_SECONDS))
+                            .values(notify_state="pending"))
+            due = list(session.scalars(select(table.id).where(table.notify_state == "pending",
+                                                              table.status.in_(TERMINAL))
+                                       .order_by(table.finished_at).limit(limit)))
+        for row_id in due:
+            with db.session() as session:
+                won = session.execute(update(table).where(table.id == row_id, table.notify_state == "pending")
+                                      .values(notify_state="sending", notify_claimed_at=now)).rowcount
+            if won:
+                claimed.append((kind, row_id))
     return claimed
 
 
 def deliver_due(db: Database, settings: Settings, resolver=datasets.resolve) -> dict[str, str]:
-    """Claim and send every due webhook, one after the other (tests; ``start`` runs them in parallel)."""
-    return {job_id: deliver(db, settings, job_id, resolver) for job_id in claim_due(db)}
+    """Claim and send every due webhook, one after the other (tests; ``start`` runs them in
+    parallel): {id: delivered | failed}."""
+    return {row_id: deliver(db, settings, kind, row_id, resolver) for kind, row_id in claim_due(db)}
 
 
 def start(db: Database, settings: Settings, interval_seconds: float = 1.0, stop: threading.Event | None = None,
@@ -224,20 +246,20 @@ def start(db: Database, settings: Settings, interval_seconds: float = 1.0, stop:
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="webhook")
     busy = threading.Semaphore(parallel)
 
-    def send(job_id: str) -> None:
+    def send(kind: str, row_id: str) -> None:
         try:
-            deliver(db, settings, job_id)
+            deliver(db, settings, kind, row_id)
         except Exception:  # the database away: the claim ages out and the delivery is retried later
-            log.exception("webhook of job %s", job_id, extra={"job_id": job_id})
+            log.exception("webhook of %s %s", kind, row_id)
         finally:
             busy.release()
 
     def loop() -> None:
         while not stop.wait(interval_seconds):
             try:
-                for job_id in claim_due(db, limit=parallel):
+                for kind, row_id in claim_due(db, limit=parallel):
                     busy.acquire()
-                    pool.submit(send, job_id)
+                    pool.submit(send, kind, row_id)
             except Exception:
                 log.exception("notifier pass failed")
 

@@ -1,4 +1,4 @@
-"""Job webhooks: the owner's URL called when the job ends, and its delivery state.
+"""Webhooks of jobs and sweeps: the owner's URL called when it ends, and its delivery state.
 
 Revision ID: 0011_notify
 Revises: 0009_job_tags
@@ -18,17 +18,22 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+TABLES = ("jobs", "sweeps")
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("notify_url", sa.String(2048), nullable=True))
-        batch.add_column(sa.Column("notify_state", sa.String(16), nullable=True))
-        batch.add_column(sa.Column("notify_claimed_at", sa.DateTime(timezone=True), nullable=True))
-    op.create_index("ix_jobs_notify_state", "jobs", ["notify_state"])
+    for table in TABLES:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("notify_url", sa.String(2048), nullable=True))
+            batch.add_column(sa.Column("notify_state", sa.String(16), nullable=True))
+            batch.add_column(sa.Column("notify_claimed_at", sa.DateTime(timezone=True), nullable=True))
+        op.create_index(f"ix_{table}_notify_state", table, ["notify_state"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_jobs_notify_state", table_name="jobs")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("notify_claimed_at")
-        batch.drop_column("notify_state")
-        batch.drop_column("notify_url")
+    for table in TABLES:
+        op.drop_index(f"ix_{table}_notify_state", table_name=table)
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("notify_claimed_at")
+            batch.drop_column("notify_state")
+            batch.drop_column("notify_url")

@@ -160,3 +160,34 @@ def test_notify_without_a_deployment_secret_or_with_bad_shape_is_a_422(make_api)
         response = api.client.post("/v1/jobs", json={**SPEC, "notify": body})
         assert response.status_code == 422
         assert field in {d["field"] for d in response.get_json()["error"]["details"]}, response.get_json()
+
+
+# ---- per sweep ---------------------------------------------------------------------------------
+def test_an_ended_sweep_calls_its_webhook_and_its_trials_do_not(hooked):
+    from tests.api.test_sweeps import sweep
+
+    receiver = Receiver(200)
+    try:
+        response = hooked.client.post("/v1/sweeps", json=sweep(notify={"webhook_url": receiver.url}))
+        assert response.status_code == 201, response.get_json()
+        sweep_id = response.get_json()["id"]
+        assert hooked.client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 200  # trials cancelled too
+        assert notify.deliver_due(hooked.db, hooked.services.settings) == {sweep_id: "delivered"}
+    finally:
+        receiver.close()
+    ((headers, body),) = receiver.received  # the sweep's, none for its trials
+    assert headers["X-Ganforge-Signature"] == "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    document = json.loads(body)
+    assert document["type"] == "sweep.ended" and document["sweep"]["id"] == sweep_id
+    assert document["sweep"]["status"] == "cancelled"
+
+
+def test_a_sweeps_ssrf_refused_webhook_is_a_422_naming_the_field(make_api):
+    from tests.api.test_sweeps import sweep
+
+    api = make_api(webhook_secret=SECRET)
+    response = api.client.post("/v1/sweeps", json=sweep(notify={"webhook_url": "https://10.1.2.3/hook"}))
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "invalid_sweep"
+    (detail,) = response.get_json()["error"]["details"]
+    assert detail["field"] == "notify.webhook_url" and "non-public address" in detail["problem"]
+    assert api.queue.sent == []
