@@ -26,12 +26,16 @@ def jobs_page():
     return render_template("jobs.html", page="jobs")
 
 
+def _item_page(page: str, item_id: str):
+    # The page cannot know whose job (or sweep) this is (the key lives in the browser): its script
+    # asks the API and shows "not found" on a 404. A malformed id gets that page with a 404 at once.
+    status = 200 if _ID.fullmatch(item_id) else 404
+    return render_template(f"{page}.html", page=page, **{f"{page}_id": item_id}), status
+
+
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
-    # The page cannot know whose job this is (the key lives in the browser): its script asks the
-    # API and shows "job not found" on a 404. A malformed id gets that page with a 404 at once.
-    status = 200 if _ID.fullmatch(job_id) else 404
-    return render_template("job.html", page="job", job_id=job_id), status
+    return _item_page("job", job_id)
 
 
 @bp.get("/submit")
@@ -46,6 +50,4 @@ def sweeps_page():
 
 @bp.get("/sweeps/<sweep_id>")
 def sweep_page(sweep_id: str):
-    # As a job's page: the API decides whether the key may see it.
-    status = 200 if _ID.fullmatch(sweep_id) else 404
-    return render_template("sweep.html", page="sweep", sweep_id=sweep_id), status
+    return _item_page("sweep", sweep_id)

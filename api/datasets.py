@@ -32,7 +32,7 @@ from api.errors import APIError, invalid, not_found
 from api.jobs import _idempotency_conflict, _idempotency_key
 from api.schemas import _Out, decode_cursor, encode_cursor, iso
 from api.state import services
-from api.validation import check_id, query_int, query_str
+from api.validation import allow_query, check_id, query_int, query_str
 from gan_core.data import DataError
 from jobs import datasets
 from jobs.models import Dataset, new_id
@@ -247,6 +247,7 @@ def upload_dataset():
 
 @bp.get("")
 def list_datasets():
+    allow_query(ListDatasetsQuery.model_fields)
     limit = query_int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     stmt = _scoped(select(Dataset))
     cursor = query_str("cursor")

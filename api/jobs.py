@@ -45,7 +45,7 @@ from api.schemas import (
 from api.state import finished_views, generation, services, signer
 from api.validation import allow_query, check_id, json_body, query_int, query_str
 from gan_core.rejection import RejectionError
-from gan_core.spec import error_details
+from gan_core.spec import JobSpec, error_details
 from jobs import datasets, lifecycle
 from jobs import job_logs as job_logs_store
 from jobs import notify as jobs_notify

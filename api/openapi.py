@@ -36,7 +36,7 @@ ERROR_TEXT = {
     409: "the job's state does not allow this",
     413: "the request body is over the size limit",
     415: "the body is not application/json",
-    422: "a field is invalid; details name it",
+    422: "a field or query parameter is invalid (or unknown); details name it",
     429: "a per-tenant limit was reached; Retry-After says when to try again",
     503: "a dependency (database, store, generation capacity) is unavailable; retry",
 }
@@ -163,12 +163,12 @@ def build_spec() -> dict[str, Any]:
         "/v1/jobs/{job_id}/samples": {
             "get": op("Sample grids with presigned URLs", {"200": {"description": "grids by step",
                                                                   "content": _json(ref(s.ArtifactList))}},
-                      (*auth_errs, 404, 503), params=job, op_id="jobSamples"),
+                      (*auth_errs, 404, 422, 503), params=job, op_id="jobSamples"),
         },
         "/v1/jobs/{job_id}/checkpoints": {
             "get": op("Checkpoints and the final generator with presigned URLs",
                       {"200": {"description": "checkpoints by step", "content": _json(ref(s.CheckpointList))}},
-                      (*auth_errs, 404, 503), params=job, op_id="jobCheckpoints"),
+                      (*auth_errs, 404, 422, 503), params=job, op_id="jobCheckpoints"),
         },
         "/v1/jobs/{job_id}/logs": {
             "get": op("The job's log lines from ?since= on (the worker's and each rank's), and each multi-device "
@@ -217,7 +217,7 @@ def build_spec() -> dict[str, Any]:
         },
         "/v1/sweeps/{sweep_id}/trials": {
             "get": op("A sweep's trials in order", {"200": {"description": "the trials", "content": _json(ref(sw.TrialList))}},
-                      (*auth_errs, 404), params=[_id_param("sweep_id")], op_id="sweepTrials"),
+                      (*auth_errs, 404, 422), params=[_id_param("sweep_id")], op_id="sweepTrials"),
         },
         "/v1/sweeps/{sweep_id}/curves": {
             "get": op("Every trial's learning curve (the eval/<figure> series of its periodic evaluations)",
@@ -256,7 +256,7 @@ def build_spec() -> dict[str, Any]:
         "/v1/presets": {
             "get": op("Ready-made job specs", {"200": {"description": "the presets",
                                                       "content": _json(ref(s.PresetList))}},
-                      auth_errs, op_id="listPresets"),
+                      (*auth_errs, 422), op_id="listPresets"),
         },
         "/v1/artifacts/{artifact_id}/content": {
             "get": op("An artifact's bytes (signed URL from a listing, or with an API key)",

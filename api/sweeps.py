@@ -181,6 +181,7 @@ def sweep_trials(sweep_id: str):
 def sweep_curves(sweep_id: str):
     """The learning curve of every trial (its periodic evaluations' ``eval/<figure>`` series) in one
     response: the sweep page draws them on one chart, where a request per trial would not scale."""
+    allow_query(CurvesQuery.model_fields)
     figure = query_str("figure")
     if figure is not None and figure not in get_args(Metric):
         raise invalid("figure", f"must be one of {', '.join(get_args(Metric))}")

@@ -33,9 +33,10 @@ from gan_core.data import DataConfig, build_dataset  # noqa: E402
 from gan_core.data.folder import prepare_folder  # noqa: E402
 from gan_core.spec import JobSpec  # noqa: E402
 from gan_core.trainer import Callbacks, Trainer, train_step_floats  # noqa: E402
+from ganforge.resources import presets_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESET = ROOT / "presets" / "dcgan-64-folder.json"
+PRESET = presets_dir() / "dcgan-64-folder.json"
 
 
 def loader_rate(data, batch: int, seconds: float, device: torch.device) -> float:

@@ -64,7 +64,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.prerequisites import Needs  # noqa: E402
-from ganforge.resources import presets_dir  # noqa: E402
+from ganforge.resources import preset_names, preset_text, presets_dir  # noqa: E402
 
 # (modes required, HQ % required, seeds that must pass out of 10)
 TARGETS: dict[str, tuple[int, float, int]] = {"ring8": (8, 97.0, 10), "grid25": (25, 97.0, 9)}
@@ -159,7 +159,7 @@ def image_spec_doc(preset: str, seed: int, overrides: dict[str, Any], samples: i
     a job's final evaluation is) so that training is timed alone."""
     from bench.reference import merge
 
-    doc = merge(json.loads((REPO / "presets" / f"{preset}.json").read_text()), overrides)
+    doc = merge(json.loads(preset_text(preset)), overrides)
     doc = merge(doc, {"train": {"seed": seed}, "eval": {"at_end": False, "n_samples": samples}})
     doc.update(device="cpu", sample_every=10**9, checkpoint_every=10**9, log_every=10**9, eval_every=None)
     return doc
@@ -406,7 +406,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.images:
         for preset in args.preset:
-            if not (REPO / "presets" / f"{preset}.json").exists():
+            if preset not in preset_names():
                 parser.error(f"--preset {preset}: no presets/{preset}.json")
     needs = Needs("bench/quality.py").python("torch", "numpy")
     (needs.mnist() if args.images else needs).check()

@@ -114,6 +114,13 @@ class Evaluator:
             return False
         self._classifier, self._classifier_meta = classifier_for(spec, self.config, train, test, self.data.num_classes)
         self._test_images = test[0]
+        if spec.image_size is not None and spec.image_size != test[0].shape[-1]:
+            # Samples of a resized dataset reach the classifier through a resize back to its native
+            # size, which blurs; the real images they are compared with must make the same round
+            # trip (native -> the job's size, as the training images did, -> native), or the blur
+            # counts against the generator: MNIST's own training images at 32 px scored domain FID
+            # 132 against the native test split, 1.5 against the round-tripped one (10 000 images).
+            self._test_images = load_test_images(spec, self.config, image_size=spec.image_size)[0]
         return True
 
 

@@ -57,7 +57,7 @@ def first_non_finite(values: Tensor) -> int | None:
 
 
 def diverged(step: int, values: dict[str, float]) -> Finding:
-    shown = ", ".join(f"{k}={v}" for k, v in values.items())
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
     return Finding(DIVERGED, step, f"non-finite loss at step {step} ({shown})")
 
 

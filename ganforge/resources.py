@@ -47,3 +47,11 @@ def preset_text(name: str) -> str:
     if "/" in name or not entry.is_file():
         raise FileNotFoundError(f"no preset named {name!r}; known: {', '.join(preset_names()) or 'none'}")
     return entry.read_text(encoding="utf-8")
+
+
+def sweep_preset_text(name: str) -> str | None:
+    """The JSON text of the ready-made sweep ``name`` (presets/sweeps/NAME.json), None when there is none."""
+    entry = presets_dir() / "sweeps" / f"{name}.json"
+    if "/" in name or not entry.is_file():
+        return None
+    return entry.read_text(encoding="utf-8")

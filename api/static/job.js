@@ -65,6 +65,7 @@
     $("gen-label-wrap").hidden = !conditional;
     showEvaluation(data.evaluation);
     showDatasetSummary(data.dataset_summary, data.spec && data.spec.dataset);
+    showHealth(data);
   }
 
   // What the worker decoded for an image_folder job (null before it has, and for other datasets).
@@ -90,6 +91,31 @@
     const usage = summary.labels === "folders" ? "used as labels (label i is the i-th)" : "not used as labels";
     line.textContent = classes.length ? `${classes.length} class folders, ${usage}: ${classes.join(", ")}` : "";
     card.hidden = false;
+  }
+
+  // The "GAN health" row: ok, the detectors' warnings, or the one that stopped the job.
+  function showHealth(data) {
+    const findings = data.health || [];
+    const health = (data.spec && data.spec.train && data.spec.train.health) || {};
+    let state = "ok";
+    let text = "ok";
+    if (data.stop_reason) {
+      state = "stopped";
+      text = "stopped: " + data.stop_reason;
+    } else if (findings.length) {
+      state = "warning";
+      text = findings.length + (findings.length === 1 ? " warning" : " warnings");
+    } else if (health.enabled === false) {
+      state = "off";
+      text = "off (non-finite losses only)";
+    }
+    const badge = $("job-health-badge");
+    badge.textContent = text;
+    badge.className = "badge health-" + state;
+    badge.dataset.health = state;
+    $("job-health-list").replaceChildren(...findings.map((f) => gf.el("li", { "data-detector": f.detector },
+      gf.el("span", { class: "mono", text: "step " + f.step + " " }), gf.el("strong", { text: f.detector }),
+      gf.el("span", { text: ` (${f.action}): ${f.message}` }))));
   }
 
   function figure(label, value, key) {

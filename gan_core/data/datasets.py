@@ -316,20 +316,20 @@ def _folder_dataset(spec: DatasetSpec, config: DataConfig, device: torch.device,
 
 
 def load_test_images(
-    spec: DatasetSpec, config: DataConfig, split: Literal["train", "test"] = "test"
+    spec: DatasetSpec, config: DataConfig, split: Literal["train", "test"] = "test", image_size: int | None = None
 ) -> tuple[Tensor, Tensor | None] | None:
-    """A split (the test split by default) at native size: images (N, C, H, W) in [-1, 1] and
-    int64 labels, on the CPU; None for datasets without a test split (npz, image folders, point
-    mixtures)."""
+    """A split (the test split by default): images (N, C, H, W) in [-1, 1] and int64 labels, on the
+    CPU; None for datasets without a test split (npz, image folders, point mixtures). At native size
+    unless ``image_size`` is given: then resized exactly as a dataset of that size resizes its images."""
     if spec.name == "cifar10":
         from gan_core.data.cifar import load_cifar_split
 
         images, labels = load_cifar_split(split, config)
-        return _to_model_range(images, torch.device("cpu"), None), torch.from_numpy(labels)
+        return _to_model_range(images, torch.device("cpu"), image_size), torch.from_numpy(labels)
     if spec.name not in KNOWN_FILES:
         return None
     images, labels = load_idx_split(spec.name, split, config)
-    return _to_model_range(images[:, None], torch.device("cpu"), None), torch.from_numpy(labels)
+    return _to_model_range(images[:, None], torch.device("cpu"), image_size), torch.from_numpy(labels)
 
 
 def dataset_fingerprint(spec: DatasetSpec, config: DataConfig) -> str:

@@ -35,8 +35,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from gan_core.data.archive import IMAGE_FORMATS, ArchiveLimits, ArchiveReader, class_folders
 from gan_core.data.errors import ArchiveError, DataError

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.cli import CLIError, read_spec
+from ganforge.client import jsonable
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -119,8 +120,6 @@ def submit_and_wait(client, spec_ref: str, show_progress: bool, json_out: bool, 
             raise
         raise detached(job["id"]) from None
     if json_out:
-        from ganforge.client import jsonable  # the job is the client's model
-
         print(json.dumps(job, indent=2, default=jsonable))
     else:
         print_summary(client, job, fetch_to)

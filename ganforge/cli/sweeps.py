@@ -12,23 +12,19 @@ from typing import Any
 from gan_core.cli import CLIError, add_command
 from ganforge.cli.client_commands import _call, _client, _out, add_client_options
 from ganforge.client import jsonable
+from ganforge.resources import sweep_preset_text
 
 SWEEP_TERMINAL = ("succeeded", "failed", "cancelled")
 TRIAL_ENDED = ("succeeded", "failed", "cancelled", "pruned")
 
 
-# Ready-made sweeps (presets/sweeps/NAME.json, beside the job presets): `ganforge sweep submit NAME`.
-SWEEP_PRESETS = Path(__file__).resolve().parents[2] / "presets" / "sweeps"
-
-
 def _read(path: str) -> dict[str, Any]:
     """The sweep file (or the preset of that name) as JSON; the service validates it (and names
     any field at fault)."""
-    preset = SWEEP_PRESETS / f"{path}.json"
-    if not Path(path).exists() and "/" not in path and preset.is_file():
-        path = str(preset)
+    # Ready-made sweeps (presets/sweeps/NAME.json, shipped beside the job presets): `ganforge sweep submit NAME`.
+    preset = None if Path(path).exists() else sweep_preset_text(path)
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(preset if preset is not None else Path(path).read_text())
     except OSError as exc:
         raise CLIError(f"{path}: cannot read the sweep ({exc.strerror})", 2) from None
     except json.JSONDecodeError as exc:

@@ -203,9 +203,11 @@ def test_get_job_view_has_every_field(api):
     assert set(job) == {"id", "name", "status", "queue", "progress", "created_at", "updated_at", "started_at",
                         "finished_at", "attempts", "max_attempts", "error", "cancel_requested", "latest_metrics",
                         "evaluation", "sweep_id", "spec", "events", "attempt_errors", "runtime_seconds", "divergences",
-                            "devices", "waiting_reason", "logs_url", "tags", "notes"}
+                        "health", "stop_reason", "devices", "waiting_reason", "logs_url", "tags", "notes",
+                        "dataset_summary"}
     assert job["status"] == "failed" and job["error"] == "diverged at step 2"
     assert (job["attempt_errors"], job["runtime_seconds"], job["divergences"]) == ([], 0.0, 0)
+    assert (job["health"], job["stop_reason"]) == ([], None)
     assert job["progress"] == {"step": 2, "total": 3, "fraction": 0.6667}
     assert job["attempts"] == 1 and job["max_attempts"] == 3
     assert job["latest_metrics"] == {"step": 2, "loss_d": 0.5, "loss_g": 1.5}

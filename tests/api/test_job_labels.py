@@ -142,7 +142,9 @@ def test_list_refuses_bad_filters_and_unknown_parameters(api, query, field):
     assert fields(error) == {field}
 
 
-@pytest.mark.parametrize("path", ["/v1/sweeps?state=running", "/v1/presets?all=1",
+@pytest.mark.parametrize("path", ["/v1/sweeps?state=running", "/v1/presets?all=1", "/v1/datasets?page=2",
+                                  f"/v1/sweeps/{'0' * 32}/curves?metric=fid", f"/v1/sweeps/{'0' * 32}/trials?n=1",
+                                  "/v1/jobs/{job}/logs?since=0",
                                   "/v1/jobs/{job}/samples?step=3", "/v1/jobs/{job}/checkpoints?final=1",
                                   "/v1/jobs/{job}/metrics?name=loss_d", "/v1/jobs/{job}/samples.gif?frames=3"])
 def test_every_list_endpoint_refuses_unknown_parameters(api, path):

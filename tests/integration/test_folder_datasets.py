@@ -273,3 +273,24 @@ def test_jobs_on_an_image_folder_archive_and_an_upload(folder_env, start_worker,
         assert summary["cache"] == "hit" and summary["images"] == 9 and summary["classes"] == ["blue", "green", "red"]
     finally:
         services.db.dispose()
+
+
+def test_https_archive_under_the_npz_ssrf_rules(worker_settings, monkeypatch, decodes):
+    archive = zipped(pictures())
+    fetched = []
+
+    def fake_fetch(source, limit, out, timeout=60.0):  # the pinned-address HTTPS client, without TLS here
+        fetched.append((source.host, source.addresses, source.key, limit))
+        out.write(archive)
+
+    monkeypatch.setattr(datasets, "_fetch_https", fake_fetch)
+    spec = folder_spec(path="https://pictures.example/sets/shapes.zip?token=secret")
+    public = lambda host, port: ["93.184.216.34"]  # noqa: E731
+    _, summary = datasets.localise_folder(spec, worker_settings, "h1", tenant="t", resolver=public)
+    assert summary["images"] == 9 and summary["sha256"] == hashlib.sha256(archive).hexdigest()
+    assert fetched == [("pictures.example", ("93.184.216.34",), "/sets/shapes.zip?token=secret",
+                        worker_settings.max_dataset_bytes)]
+    for private in (["127.0.0.1"], ["10.1.2.3"], ["169.254.169.254"], ["::ffff:127.0.0.1"]):
+        with pytest.raises(datasets.DatasetSourceError, match="non-public"):
+            datasets.localise_folder(spec, worker_settings, "h2", tenant="t", resolver=lambda h, p, a=private: a)
+    assert len(fetched) == 1

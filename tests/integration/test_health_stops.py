@@ -19,11 +19,12 @@ from sqlalchemy import select
 
 from jobs import lifecycle, sweeps
 from jobs.db import Database
-from jobs.models import Artifact, Job, JobEvent
+from jobs.models import Artifact, Job, JobEvent, SweepTrial
 from jobs.queue import RecordingEnqueuer
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.storage import LocalStorage
+from jobs.sweep_spec import SweepSpec
 from gan_core.spec import JobSpec
 from worker.runner import run_job
 
@@ -148,3 +149,43 @@ def test_a_sweep_trial_stopped_by_a_detector_shows_the_reason_and_the_next_trial
     assert job["progress"]["step"] < 400  # stopped early
     with services.db.read() as session:
         assert session.scalar(select(Job.stop_reason).where(Job.id == first["job_id"])) == "discriminator_won"
+
+
+@pytest.mark.parametrize("backend", ["migrated_pg", "migrated_sqlite"])
+def test_the_engine_treats_a_health_stop_like_a_prune(request, backend, tmp_path):
+    """The decision step alone (a worker's calls made through jobs.lifecycle, no training): a trial
+    stopped by each detector is ``pruned`` with the detector as reason, Optuna sees it pruned, and
+    each finished trial is followed by exactly one new trial however often the step runs."""
+    url = request.getfixturevalue(backend)
+    settings = Settings(data_dir=tmp_path / "home", database_url=url, broker_url="memory://",
+                        storage_url=f"file://{tmp_path / 'store'}", signing_secret="x")
+    services = Services(settings, Database(url), LocalStorage(tmp_path / "store"), RecordingEnqueuer())
+    try:
+        base = copy.deepcopy(D_WINS)
+        base["eval_every"] = 200
+        spec = SweepSpec.model_validate({
+            "name": "s", "base": base, "method": "random", "trials": 4, "max_parallel": 1,
+            "space": {"train.seed": {"type": "int", "low": 0, "high": 1000}},
+            "objective": {"metric": "hq_percent", "direction": "maximize"}})
+        sweep_id = sweeps.submit(services.db, spec, "default").sweep_id
+        sweeps.advance(services, sweep_id)
+        for number, reason in enumerate(("diverged", "discriminator_won", "mode_collapse")):
+            with services.db.read() as session:
+                [job_id] = session.scalars(select(Job.id).where(Job.sweep_id == sweep_id, Job.status == "queued"))
+            claim = lifecycle.claim(services.db, job_id, "w:1", 30)
+            finding = {"detector": reason, "step": 120, "message": "synthetic", "action": "stopped"}
+            assert lifecycle.record_health(services.db, job_id, claim.token, [finding], reason) == (True, reason)
+            # A second finding keeps the first reason (the job is already being stopped).
+            assert lifecycle.record_health(services.db, job_id, claim.token, [finding], "mode_collapse") == (True, reason)
+            lifecycle.finish(services.db, job_id, claim.token, "cancelled", "stopped", step=120)
+            for _ in range(3):
+                sweeps.job_ended(services, job_id)
+            with services.db.read() as session:
+                trials = list(session.scalars(select(SweepTrial).where(SweepTrial.sweep_id == sweep_id)
+                                              .order_by(SweepTrial.number)))
+            assert len(trials) == number + 2  # the next trial, exactly once
+            assert (trials[number].status, trials[number].reason) == ("pruned", reason)
+        study = sweeps._study(spec, trials, {})
+        assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED", "PRUNED", "RUNNING"]
+    finally:
+        services.db.dispose()

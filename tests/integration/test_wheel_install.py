@@ -110,7 +110,8 @@ def test_the_wheel_holds_every_module_and_the_data_it_reads(installed, tmp_path)
         "                  'metadata_version': md.version('ganforge'),\n"
         "                  'top': sorted({f.parts[0] for f in md.files('ganforge') if f.parts[0] != '..'\n"
         "                                 and not f.parts[0].endswith('.dist-info')}),\n"
-        "                  'migrations': str(resources.migrations_dir()), 'presets': resources.preset_names()}))\n"
+        "                  'migrations': str(resources.migrations_dir()), 'presets': resources.preset_names(),\n"
+        "                  'sweep_presets': sorted(p.name for p in resources.presets_dir().joinpath('sweeps').iterdir())}))\n"
     )
     out = subprocess.run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
@@ -124,6 +125,7 @@ def test_the_wheel_holds_every_module_and_the_data_it_reads(installed, tmp_path)
     assert found["top"] == sorted({name.split(".")[0] for name in PYPROJECT["tool"]["setuptools"]["packages"]})
     assert found["version"] == ganforge.__version__ == found["metadata_version"]  # one source
     assert sorted(found["presets"]) == sorted(p.stem for p in (ROOT / "presets").glob("*.json"))
+    assert found["sweep_presets"] == sorted(p.name for p in (ROOT / "presets" / "sweeps").glob("*.json"))
     version = subprocess.run([str(installed / "bin" / "ganforge"), "--version"], env=env, capture_output=True,
                              text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.strip() == f"ganforge {found['version']}", version.stderr
