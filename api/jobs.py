@@ -48,6 +48,7 @@ from gan_core.rejection import RejectionError
 from gan_core.spec import JobSpec, error_details
 from jobs import datasets, lifecycle
 from jobs import job_logs as job_logs_store
+from jobs import notify as jobs_notify
 from jobs.models import STATUSES, Artifact, Job
 from jobs.storage import StorageError
 
@@ -149,6 +150,21 @@ def _idempotency_conflict(exc: Exception) -> APIError:
                     [{"field": "Idempotency-Key", "problem": "already used with a different request body"}])
 
 
+def _checked_webhook(notify, code: str = "invalid_spec") -> str | None:
+    """The submit's webhook URL once allowed (422 naming ``notify.webhook_url`` otherwise)."""
+    if notify is None:
+        return None
+    settings = services().settings
+    if not settings.webhook_secret:
+        raise invalid("notify.webhook_url", "this deployment sends no webhooks (GANFORGE_WEBHOOK_SECRET is not set)",
+                      code=code)
+    try:
+        jobs_notify.check_url(notify.webhook_url, settings)  # https, public hosts only (SSRF)
+    except jobs_notify.WebhookRefused as exc:
+        raise invalid("notify.webhook_url", str(exc), code=code) from None
+    return notify.webhook_url
+
+
 @bp.post("")
 def submit_job():
     """Submit a job. With an ``Idempotency-Key`` header a retried POST returns the job the first
@@ -156,10 +172,12 @@ def submit_job():
     svc = services()
     key = _idempotency_key()
     doc = _object_body("invalid_spec", "job spec")
-    try:  # the spec and the job's labels (tags, notes) side by side in one body
-        spec, labels = JobSubmission.model_validate(doc, context=svc.settings.spec_limits).split()
+    try:  # the spec, the job's labels (tags, notes) and its webhook side by side in one body
+        submission = JobSubmission.model_validate(doc, context=svc.settings.spec_limits)
     except ValidationError as exc:
         raise _invalid_body("invalid_spec", exc, "job spec") from None
+    spec, labels = submission.split()
+    notify_url = _checked_webhook(submission.notify)
     try:
         datasets.check_spec(spec, svc.settings)  # no server paths, no internal hosts (SSRF)
     except datasets.DatasetSourceError as exc:
@@ -172,6 +190,7 @@ def submit_job():
     try:
         submitted = lifecycle.submit_idempotent(
             svc.db, spec, who.tenant, key, body_hash, auto_queue="cpu", tags=labels.tags, notes=labels.notes,
+            notify_url=notify_url,
             admit=lambda session: check_submission(session, svc.settings, who.tenant))  # 429 past a per-tenant limit
     except lifecycle.IdempotencyConflict as exc:  # this key was used with another body (maybe by a racing request)
         raise _idempotency_conflict(exc) from None

@@ -190,13 +190,19 @@ class JobPatch(JobLabels):
     """Body of PATCH /v1/jobs/{id}: the labels to replace (a field left out stays as it is)."""
 
 
+from jobs.notify import Notify  # noqa: E402 (shared with the sweep spec)
+
+
 class JobSubmission(JobLabels, JobSpec):
-    """Body of POST /v1/jobs: a JobSpec, plus the job's labels (``tags``, ``notes``)."""
+    """Body of POST /v1/jobs: a JobSpec, plus the job's labels (``tags``, ``notes``) and whom to
+    notify when it ends (``notify``) — service matters beside the training recipe, not in it."""
+
+    notify: Notify | None = Field(None, description="a webhook called once the job ends")
 
     def split(self) -> tuple[JobSpec, JobLabels]:
         """The spec and the labels, each as validated here (built without a second validation)."""
         spec = JobSpec.model_construct(
-            _fields_set=self.model_fields_set - set(LABEL_FIELDS),
+            _fields_set=self.model_fields_set - set(LABEL_FIELDS) - {"notify"},
             **{name: getattr(self, name) for name in JobSpec.model_fields})
         return spec, JobLabels.model_construct(tags=self.tags, notes=self.notes)
 

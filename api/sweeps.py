@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import principal
 from api.errors import APIError, invalid, not_found
-from api.jobs import _check_upload, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
+from api.jobs import _check_upload, _checked_webhook, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
 from api.limits import check_submission
 from api.schemas import decode_cursor, encode_cursor, iso
 from api.state import services
@@ -111,6 +111,7 @@ def submit_sweep():
                 datasets.check_spec(job_spec, svc.settings)
     except datasets.DatasetSourceError as exc:
         raise invalid("base.dataset.path", str(exc), code="invalid_sweep") from None
+    _checked_webhook(spec.notify, "invalid_sweep")  # 422 naming notify.webhook_url (SSRF rules as for jobs)
     who = principal()
     for job_spec in {datasets.upload_id(job_spec): job_spec for job_spec in checked}.values():
         _check_upload(job_spec, who.tenant, "base.dataset.upload_id", "invalid_sweep")

@@ -40,7 +40,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -159,23 +159,29 @@ def check_source(uri: str, settings: Settings, resolver: Resolver = resolve, all
     if scheme == "s3":
         return _check_s3(parts.netloc, parts.path, settings, allow_prefix)
     if scheme == "https":
-        if parts.username is not None or parts.password is not None:
-            raise DatasetSourceError("credentials in the URL are not accepted")
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise DatasetSourceError("the URL has no host")
-        allowed = settings.dataset_https_hosts
-        if allowed and host not in allowed:
-            raise DatasetSourceError(f"host {host} is not on the allowed list ({', '.join(allowed)})")
-        port = port or 443
-        addresses = resolver(host, port)
-        private = [a for a in addresses if not _public(a)]
-        if private or not addresses:
-            raise DatasetSourceError(f"host {host} resolves to a non-public address ({', '.join(private) or 'none'}); "
-                                     "only public hosts are fetched")
-        key = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return Source("https", host, port, key, tuple(addresses))
+        return check_public_https(parts, settings.dataset_https_hosts, resolver)
     raise DatasetSourceError(f"the {scheme or 'empty'}:// scheme is not accepted: give s3://bucket/key.npz or an https:// URL")
+
+
+def check_public_https(parts: SplitResult, allowed: tuple[str, ...], resolver: Resolver = resolve) -> Source:
+    """An https:// URL (split) whose host is on ``allowed`` (when given) and resolves to public
+    addresses only (SSRF); the Source carries those addresses, to connect to them and no other.
+    Dataset URLs and webhooks (jobs/notify.py) go through this one check."""
+    if parts.username is not None or parts.password is not None:
+        raise DatasetSourceError("credentials in the URL are not accepted")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise DatasetSourceError("the URL has no host")
+    if allowed and host not in allowed:
+        raise DatasetSourceError(f"host {host} is not on the allowed list ({', '.join(allowed)})")
+    port = parts.port or 443
+    addresses = resolver(host, port)
+    private = [a for a in addresses if not _public(a)]
+    if private or not addresses:
+        raise DatasetSourceError(f"host {host} resolves to a non-public address ({', '.join(private) or 'none'}); "
+                                 "only public hosts are fetched")
+    key = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Source("https", host, port, key, tuple(addresses))
 
 
 def _check_s3(bucket: str, path: str, settings: Settings, allow_prefix: bool = False) -> Source:
@@ -272,7 +278,7 @@ def _s3_failure(exc: Exception, where: str) -> DatasetSourceError:
     return DatasetSourceError(f"could not read the dataset {where}: {problem}")
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
+class PinnedHTTPS(http.client.HTTPSConnection):
     """HTTPS to an address checked beforehand; the certificate is still checked against the
     host name (SNI and verification use ``host``)."""
 
@@ -286,7 +292,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 
 def _fetch_https(source: Source, limit: int, out, timeout: float = 60.0) -> None:
-    connection = _PinnedHTTPS(source.host, source.addresses[0], source.port, timeout)
+    connection = PinnedHTTPS(source.host, source.addresses[0], source.port, timeout)
     path = source.key.split("?", 1)[0]  # the query may hold the tenant's own token: never in a message
     try:
         connection.request("GET", source.key, headers={"Host": source.host, "User-Agent": "ganforge"})

@@ -105,11 +105,14 @@ class IdempotencyConflict(LifecycleError):
 
 def submit(session: Session, spec: JobSpec, tenant: str = "default", auto_queue: str = "cpu",
            idempotency_key: str | None = None, request_hash: str | None = None,
-           tags: Iterable[str] = (), notes: str = "") -> Job:
-    """A new ``queued`` job (committed by the caller's unit of work; enqueue after the commit)."""
+           tags: Iterable[str] = (), notes: str = "", notify_url: str | None = None) -> Job:
+    """A new ``queued`` job (committed by the caller's unit of work; enqueue after the commit).
+    ``notify_url``: a webhook called once the job ends (jobs/notify.py; checked by the caller)."""
     job = Job(
         tags=list(tags),
         notes=notes,
+        notify_url=notify_url,
+        notify_state="pending" if notify_url else None,
         tenant=tenant,
         name=spec.name,
         spec=spec.model_dump(mode="json"),
@@ -142,7 +145,8 @@ def idempotent_job(db: Database, tenant: str, idempotency_key: str, request_hash
 
 
 def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, request_hash: str,
-                auto_queue: str = "cpu", tags: Iterable[str] = (), notes: str = "") -> tuple[str, bool]:
+                auto_queue: str = "cpu", tags: Iterable[str] = (), notes: str = "",
+                notify_url: str | None = None) -> tuple[str, bool]:
     """Submit unless this tenant already used ``idempotency_key``: (job id, created).
 
     The same key with another request body raises IdempotencyConflict. Two racing requests
@@ -155,7 +159,7 @@ def submit_once(db: Database, spec: JobSpec, tenant: str, idempotency_key: str, 
             return found, False
         try:
             with db.session() as session:
-                job = submit(session, spec, tenant, auto_queue, idempotency_key, request_hash, tags, notes)
+                job = submit(session, spec, tenant, auto_queue, idempotency_key, request_hash, tags, notes, notify_url)
                 return job.id, True
         except IntegrityError:
             continue  # lost the race: the other request's job is there now
@@ -172,7 +176,7 @@ class Submitted:
 
 def submit_idempotent(db: Database, spec: JobSpec, tenant: str, idempotency_key: str | None = None,
                       request_hash: str | None = None, admit=None, auto_queue: str = "cpu",
-                      tags: Iterable[str] = (), notes: str = "") -> Submitted:
+                      tags: Iterable[str] = (), notes: str = "", notify_url: str | None = None) -> Submitted:
     """Submit a job; with ``idempotency_key``, once per key and tenant.
 
     A retry (the same key and request body) gets the first submit's job back, ``created`` False,
@@ -185,14 +189,15 @@ def submit_idempotent(db: Database, spec: JobSpec, tenant: str, idempotency_key:
     if idempotency_key is None:
         with db.session() as session:
             admitted = admit(session)
-            job = submit(session, spec, tenant=tenant, auto_queue=auto_queue, tags=tags, notes=notes)
+            job = submit(session, spec, tenant=tenant, auto_queue=auto_queue, tags=tags, notes=notes,
+                         notify_url=notify_url)
             return Submitted(job.id, job.queue, True, admitted)
     replay = idempotent_job(db, tenant, idempotency_key, request_hash)
     if replay is not None:
         return Submitted(replay, queue_for(spec, auto_queue), False)
     with db.session() as session:
         admitted = admit(session)
-    job_id, created = submit_once(db, spec, tenant, idempotency_key, request_hash, auto_queue, tags, notes)
+    job_id, created = submit_once(db, spec, tenant, idempotency_key, request_hash, auto_queue, tags, notes, notify_url)
     return Submitted(job_id, queue_for(spec, auto_queue), created, admitted)
 
 

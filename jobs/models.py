@@ -113,6 +113,11 @@ class Job(Base):
     tags: Mapped[list[str]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"), default=list,
                                             server_default=text("'[]'"))
     notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # the owner's webhook, called once the job ends (jobs/notify.py); notify_state: pending ->
+    # sending (claimed by a notifier at notify_claimed_at) -> delivered | failed
+    notify_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    notify_state: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    notify_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -233,6 +238,10 @@ class Sweep(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the sweep spec's notify.webhook_url, delivered as a job's (jobs/notify.py)
+    notify_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    notify_state: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    notify_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

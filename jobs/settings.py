@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     job_log_chunk_lines: int = _env("GANFORGE_JOB_LOG_CHUNK_LINES", 500, ge=1)
     job_log_flush_seconds: float = _env("GANFORGE_JOB_LOG_FLUSH_SECONDS", 5.0, gt=0)
     signing_secret: str = _env("GANFORGE_SECRET_KEY", "", repr=False)  # signs artifact download URLs
+    # ---- webhooks (jobs/notify.py): HMAC-SHA256 key of the bodies; none: a submit with notify is refused ----
+    webhook_secret: str = _env("GANFORGE_WEBHOOK_SECRET", "", repr=False)
+    # http:// and private addresses as webhook targets (a trusted network, tests); off: public https only
+    webhook_allow_private: bool = _env("GANFORGE_WEBHOOK_ALLOW_PRIVATE", False)
+    webhook_attempts: int = _env("GANFORGE_WEBHOOK_ATTEMPTS", 5, ge=1, le=20)  # then the delivery gives up
+    webhook_backoff_seconds: float = _env("GANFORGE_WEBHOOK_BACKOFF_SECONDS", 2.0, gt=0)  # doubling, at most 60 s
+    webhook_timeout_seconds: float = _env("GANFORGE_WEBHOOK_TIMEOUT_SECONDS", 10.0, gt=0)
     # ---- training data: handed to gan_core as a DataConfig (data_config()) ----
     dataset_dir: Path | None = _env("GANFORGE_DATA_DIR", None)  # one folder per dataset (read only)
     dataset_cache_dir: Path | None = _env("GANFORGE_CACHE_DIR", None)  # downloads land here (default: gan_core's)

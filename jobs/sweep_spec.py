@@ -22,6 +22,7 @@ from typing import Annotated, Any, Iterator, Literal, Union, get_args, get_origi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gan_core.spec import POINT_DATASETS, JobSpec, error_details
+from jobs.notify import Notify
 
 DEFAULT_MAX_TRIALS = 256
 MAX_DIMENSIONS = 16
@@ -123,6 +124,8 @@ class SweepSpec(_Strict):
     early_stopping: EarlyStopping | None = Field(
         None, description="prune trials on their periodic evaluations (base.eval_every); null: every trial runs out")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="the sampler's seed: the same sweep asks the same trials")
+    notify: Notify | None = Field(None, description="a webhook called once the sweep ends (not per trial: a trial's "
+                                  "job may have its own only when submitted alone)")
 
     @field_validator("trials")
     @classmethod

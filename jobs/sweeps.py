@@ -94,9 +94,11 @@ def submit(db: Database, spec: SweepSpec, tenant: str, idempotency_key: str | No
         try:
             with db.session() as session:
                 admitted = admit(session)
+                notify_url = spec.notify.webhook_url if spec.notify is not None else None  # checked by the caller
                 sweep = Sweep(tenant=tenant, name=spec.name, spec=spec.model_dump(mode="json"), status="queued",
                               planned_trials=spec.planned_trials(), idempotency_key=idempotency_key,
-                              request_hash=request_hash)
+                              request_hash=request_hash, notify_url=notify_url,
+                              notify_state="pending" if notify_url else None)
                 session.add(sweep)
                 session.flush()
                 return Created(sweep.id, True, admitted)

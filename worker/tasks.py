@@ -1,7 +1,7 @@
 """Celery tasks: thin, given a job id only; the work is in worker.runner.
 
 Worker-process hooks live here too (Celery imports this module in every worker): the reconciler
-thread starts when the worker is ready, and SIGTERM (Celery's warm shutdown) drains the running
+and webhook notifier threads start when the worker is ready, and SIGTERM (Celery's warm shutdown) drains the running
 job — checkpoint, lease released, back in the queue — within ``stop_grace_seconds``; past that the
 process exits anyway and the reconciler of another worker requeues the job when its lease ends.
 """
@@ -15,7 +15,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
-from jobs import lifecycle, reconciler, sweeps
+from jobs import lifecycle, notify, reconciler, sweeps
 from jobs.queue import TASK_NAME
 from jobs.services import Services
 from jobs.settings import Settings
@@ -54,6 +54,7 @@ def _start_reconciler(**_kwargs) -> None:
             lifecycle.announce_worker(svc.db, worker_id, list(settings.worker_queues), max(1, settings.worker_devices))
 
     reconciler.start(svc, settings.reconcile_seconds, on_pass=announce)
+    notify.start(svc.db, settings)  # ended jobs' webhooks, off the training path
 
 
 @worker_shutting_down.connect

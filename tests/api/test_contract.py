@@ -39,7 +39,7 @@ def test_openapi_is_valid_3_1_and_comes_from_the_models(api):
     # The submit body: a JobSpec and the job's labels, side by side.
     assert doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/JobSubmission"}
-    assert set(schemas["JobSubmission"]["properties"]) == set(JobSpec.model_fields) | {"tags", "notes"}
+    assert set(schemas["JobSubmission"]["properties"]) == set(JobSpec.model_fields) | {"tags", "notes", "notify"}
     assert schemas["JobSubmission"]["additionalProperties"] is False
     assert set(schemas["JobPatch"]["properties"]) == {"tags", "notes"}
     # Every route of the app is described, and nothing else.

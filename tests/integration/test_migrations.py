@@ -76,6 +76,7 @@ def test_indexes_and_constraints_exist(empty_url):
             "ix_jobs_dataset_id": ["dataset_id"],
             "ix_jobs_tags": ["tags"],
             "ix_jobs_name_trgm": ["name"],
+            "ix_jobs_notify_state": ["notify_state"],  # the webhook notifier's due deliveries
         }
         if empty_url.startswith("postgresql"):  # the list's ?tag= (jsonb @>) and ?q= (ILIKE) filters
             options = {ix["name"]: ix.get("dialect_options", {}) for ix in insp.get_indexes("jobs")}
