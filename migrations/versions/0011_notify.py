@@ -1,7 +1,7 @@
 """Webhooks of jobs and sweeps: the owner's URL called when it ends, and its delivery state.
 
 Revision ID: 0011_notify
-Revises: 0009_job_tags
+Revises: 0010_job_tags
 Create Date: 2026-12-05 00:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_notify"
-down_revision: str | Sequence[str] | None = "0009_job_tags"
+down_revision: str | Sequence[str] | None = "0010_job_tags"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

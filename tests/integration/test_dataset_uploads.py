@@ -25,7 +25,7 @@ from upload_archives import image_members, tar_bytes, zip_bomb, zip_bytes  # noq
 from test_e2e_http import free_port, wait_http  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-BELOW = "0008_datasets-1"  # the revision before this one, whatever the chain above it
+BELOW = "0007_datasets-1"  # the revision before this one, whatever the chain above it
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

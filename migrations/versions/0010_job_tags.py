@@ -1,7 +1,7 @@
 """Job labels: tags (a JSON array; jsonb with a GIN index on PostgreSQL) and free notes, and a
 trigram index on the job name for the list's case-insensitive name search.
 
-Revision ID: 0009_job_tags
+Revision ID: 0010_job_tags
 Revises: 0006_sweeps
 Create Date: 2026-12-05 00:00:00
 """
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0009_job_tags"
-down_revision: str | Sequence[str] | None = "0007_health"
+revision: str = "0010_job_tags"
+down_revision: str | Sequence[str] | None = "0009_health"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """GAN health: a job's findings (gan_core.health) and the detector that stopped it, if one did.
 
-Revision ID: 0007_health
+Revision ID: 0009_health
 Revises: 0006_sweeps
 Create Date: 2026-12-05 00:00:00
 """
@@ -12,8 +12,8 @@ from typing import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_health"
-down_revision: str | Sequence[str] | None = "0007_dataset_summary"
+revision: str = "0009_health"
+down_revision: str | Sequence[str] | None = "0008_dataset_summary"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

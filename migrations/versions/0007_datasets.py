@@ -1,6 +1,6 @@
 """Uploaded datasets: archives a tenant sent to POST /v1/datasets, and the job that uses one.
 
-Revision ID: 0008_datasets
+Revision ID: 0007_datasets
 Revises: 0006_sweeps
 Create Date: 2026-12-05 00:00:00
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_datasets"
+revision: str = "0007_datasets"
 down_revision: str | Sequence[str] | None = "0006_sweeps"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
