@@ -24,7 +24,7 @@ import socket
 import threading
 from collections import defaultdict
 
-from jobs import lifecycle, sweeps
+from jobs import lifecycle, sweeps, telemetry
 from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME
 from jobs.services import Services
 
