@@ -3,15 +3,18 @@
     create_app()                                  # settings from the environment
     create_app(services=Services(settings, db, storage, queue))   # tests, embedding
 
-No app exists at import time; gunicorn serves ``api:create_app()``.
+No app exists at import time; gunicorn serves ``ganforge.api:create_app()``.
 """
 
 from __future__ import annotations
 
+if __name__ != "ganforge.api":  # namespace guard: one name per module, never two copies
+    raise ImportError(f"import ganforge.api, not {__name__}: api/ is installed as part of the ganforge package")
+
 from flask import Flask
 
-from jobs.services import Services
-from jobs.settings import Settings
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
 
 __all__ = ["create_app"]
 
@@ -20,16 +23,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """A configured app. Without ``services`` they are built from ``settings`` (default: the
     environment); with ``services``, their settings are used and ``settings`` must be None or
     the same object."""
-    from api import artifacts, auth, bundle, dashboard, datasets, headers, health, job_media, jobs, openapi, presets, sweeps
-    from api import logging as api_logging
-    from api import metrics as api_metrics
-    from api.errors import register_error_handlers
-    from api.finished_views import FinishedViews
-    from api.generation import GenerationRuntime
-    from api.jsonio import OrjsonProvider
-    from api.signing import URLSigner
-    from api.state import FINISHED_VIEWS, GENERATION, SERVICES, SIGNER
-    from api.validation import buffer_chunked_body
+    from ganforge.api import artifacts, auth, bundle, dashboard, datasets, headers, health, job_media, jobs, openapi, presets, sweeps
+    from ganforge.api import logging as api_logging
+    from ganforge.api import metrics as api_metrics
+    from ganforge.api.errors import register_error_handlers
+    from ganforge.api.finished_views import FinishedViews
+    from ganforge.api.generation import GenerationRuntime
+    from ganforge.api.jsonio import OrjsonProvider
+    from ganforge.api.signing import URLSigner
+    from ganforge.api.state import FINISHED_VIEWS, GENERATION, SERVICES, SIGNER
+    from ganforge.api.validation import buffer_chunked_body
 
     if services is not None and settings is not None and settings is not services.settings:
         raise ValueError("pass settings or services (which carry their own settings), not both")

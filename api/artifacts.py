@@ -1,6 +1,6 @@
 """/v1/artifacts/{id}/content: an artifact's bytes, streamed from the store through the API.
 
-A URL from a listing carries ``expires`` and ``signature`` (see api.signing); with them the
+A URL from a listing carries ``expires`` and ``signature`` (see ganforge.api.signing); with them the
 content is served to anyone until expiry (that is what a presigned URL is for), and a wrong or
 expired pair is refused with 403. Without them the caller must be authenticated and own the
 artifact's job (admins: any job); another tenant's artifact is a 404.
@@ -14,12 +14,12 @@ from pathlib import PurePosixPath
 from flask import Blueprint, Response, request
 from sqlalchemy import select
 
-from api.auth import scoped
-from api.errors import APIError, not_found
-from api.signing import SignatureError
-from api.state import services, signer
-from api.validation import check_id
-from jobs.models import Artifact, Job
+from ganforge.api.auth import scoped
+from ganforge.api.errors import APIError, not_found
+from ganforge.api.signing import SignatureError
+from ganforge.api.state import services, signer
+from ganforge.api.validation import check_id
+from ganforge.jobs.models import Artifact, Job
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ from cachetools import TTLCache
 from flask import Flask, g, request
 from sqlalchemy import Select
 
-from api.errors import APIError
-from jobs.db import Database
-from jobs.keys import Principal, principal_for
-from jobs.models import Job
+from ganforge.api.errors import APIError
+from ganforge.jobs.db import Database
+from ganforge.jobs.keys import Principal, principal_for
+from ganforge.jobs.models import Job
 
 __all__ = ["Principal", "KeyCache", "principal", "scoped", "init_app", "LOCAL_ADMIN"]
 
 LOCAL_ADMIN = Principal(tenant="default", is_admin=True, key_id=None)
 # Endpoints anyone may call: probes, the API description, the dashboard's page shells and their
 # scripts (they hold no data: the pages read everything through the API with the user's key).
-# (Presigned artifact URLs are checked by their signature in api.artifacts instead.)
+# (Presigned artifact URLs are checked by their signature in ganforge.api.artifacts instead.)
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "openapi.spec", "openapi.docs", "openapi.docs_plain",
                               "openapi.docs_asset", "static",
                               "dashboard.jobs_page", "dashboard.job_page", "dashboard.submit_page",

@@ -29,14 +29,14 @@ from typing import Iterable, Iterator
 from flask import Blueprint, Response, stream_with_context
 from sqlalchemy import select
 
-from api.auth import principal
-from api.errors import not_found
-from api.read_model import artifacts, job_row
-from api.schemas import job_to_dict
-from api.state import services
-from api.validation import allow_query, check_id
+from ganforge.api.auth import principal
+from ganforge.api.errors import not_found
+from ganforge.api.read_model import artifacts, job_row
+from ganforge.api.schemas import job_to_dict
+from ganforge.api.state import services
+from ganforge.api.validation import allow_query, check_id
 from ganforge.responses import bundle_filename
-from jobs.models import Metric
+from ganforge.jobs.models import Metric
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,16 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api.auth import principal
-from api.errors import APIError, invalid, not_found
-from api.jobs import _idempotency_conflict, _idempotency_key
-from api.schemas import _Out, decode_cursor, encode_cursor, iso
-from api.state import services
-from api.validation import allow_query, check_id, query_int, query_str
+from ganforge.api.auth import principal
+from ganforge.api.errors import APIError, invalid, not_found
+from ganforge.api.jobs import _idempotency_conflict, _idempotency_key
+from ganforge.api.schemas import _Out, decode_cursor, encode_cursor, iso
+from ganforge.api.state import services
+from ganforge.api.validation import allow_query, check_id, query_int, query_str
 from gan_core.data import DataError
-from jobs import datasets
-from jobs.models import Dataset, new_id
-from jobs.storage import dataset_key
+from ganforge.jobs import datasets
+from ganforge.jobs.models import Dataset, new_id
+from ganforge.jobs.storage import dataset_key
 
 log = logging.getLogger(__name__)
 

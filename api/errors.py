@@ -16,8 +16,8 @@ from flask import Flask, Response, current_app, g, has_request_context, jsonify,
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from jobs.lifecycle import IllegalTransition, JobNotFound
-from jobs.storage import ObjectNotFound, StorageError
+from ganforge.jobs.lifecycle import IllegalTransition, JobNotFound
+from ganforge.jobs.storage import ObjectNotFound, StorageError
 
 log = logging.getLogger(__name__)
 

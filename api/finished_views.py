@@ -1,7 +1,7 @@
 """Views of finished jobs, kept per API process.
 
 A job that has succeeded, failed or been cancelled never changes again: no transition leaves a
-terminal status (``jobs.lifecycle.ALLOWED``) and every other write to a job row or its history is
+terminal status (``ganforge.jobs.lifecycle.ALLOWED``) and every other write to a job row or its history is
 fenced on a live status (queued or running) or a lease, which a finished job no longer holds. Its
 view (``GET /v1/jobs/{id}``: row and event history) can therefore be served from memory without a
 stale answer, whichever API process a client reaches. Clients that keep polling a job after it
@@ -24,7 +24,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from jobs.models import TERMINAL
+from ganforge.jobs.models import TERMINAL
 
 
 class FinishedViews:

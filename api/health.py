@@ -8,7 +8,7 @@ from typing import Callable
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
-from api.state import services
+from ganforge.api.state import services
 
 log = logging.getLogger(__name__)
 

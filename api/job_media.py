@@ -4,7 +4,7 @@ GIF, and a latent interpolation strip between two seeds.
     GET  /v1/jobs/{id}/samples.gif?max_frames=&frame_ms=
     POST /v1/jobs/{id}/interpolate   {"seed_a", "seed_b", "steps", "label", "checkpoint"} → PNG
 
-Both read the same artifacts as ``api.jobs`` and reuse its helpers, so a job another tenant
+Both read the same artifacts as ``ganforge.api.jobs`` and reuse its helpers, so a job another tenant
 cannot see through /v1/jobs/{id} is a 404 here too.
 """
 
@@ -17,13 +17,13 @@ import torch
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
-from api.errors import APIError, invalid
-from api.generation import Busy, label_problem
-from api.jobs import _invalid_body, _object_body, _require_job, load_job_generator
-from api.read_model import artifacts, downsample
-from api.schemas import InterpolateRequest, TimelineQuery
-from api.state import generation, services
-from api.validation import allow_query, check_id, query_int
+from ganforge.api.errors import APIError, invalid
+from ganforge.api.generation import Busy, label_problem
+from ganforge.api.jobs import _invalid_body, _object_body, _require_job, load_job_generator
+from ganforge.api.read_model import artifacts, downsample
+from ganforge.api.schemas import InterpolateRequest, TimelineQuery
+from ganforge.api.state import generation, services
+from ganforge.api.validation import allow_query, check_id, query_int
 from gan_core.images import MIXTURE_EXTENTS, gif_bytes, scatter_png
 from gan_core.sampling import interpolate, samples_png
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("job_media", __name__, url_prefix="/v1/jobs")
 
 # A GIF holds every frame decoded at once while it is built: bound the work per request.
-DEFAULT_GIF_FRAMES, MAX_GIF_FRAMES = 40, 120  # published in api.schemas.TimelineQuery
+DEFAULT_GIF_FRAMES, MAX_GIF_FRAMES = 40, 120  # published in ganforge.api.schemas.TimelineQuery
 
 
 @bp.get("/<job_id>/samples.gif")

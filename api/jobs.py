@@ -1,6 +1,6 @@
 """/v1/jobs: submit, read, list, cancel; metric series; sample and checkpoint listings; generate.
 
-Views validate their input, call ``jobs.lifecycle`` or read the tables, and serialise; nothing
+Views validate their input, call ``ganforge.jobs.lifecycle`` or read the tables, and serialise; nothing
 here trains.
 """
 
@@ -20,12 +20,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api import read_model
-from api.auth import principal, scoped
-from api.errors import APIError, invalid, not_found
-from api.generation import Busy, UnusableCheckpoint, label_problem, render
-from api.limits import check_submission
-from api.schemas import (
+from ganforge.api import read_model
+from ganforge.api.auth import principal, scoped
+from ganforge.api.errors import APIError, invalid, not_found
+from ganforge.api.generation import Busy, UnusableCheckpoint, label_problem, render
+from ganforge.api.limits import check_submission
+from ganforge.api.schemas import (
     MAX_TAGS,
     TAG,
     TAG_RULE,
@@ -42,15 +42,15 @@ from api.schemas import (
     job_to_dict,
     json_safe,
 )
-from api.state import finished_views, generation, services, signer
-from api.validation import allow_query, check_id, json_body, query_int, query_str
+from ganforge.api.state import finished_views, generation, services, signer
+from ganforge.api.validation import allow_query, check_id, json_body, query_int, query_str
 from gan_core.rejection import RejectionError
 from gan_core.spec import JobSpec, error_details
-from jobs import datasets, lifecycle
-from jobs import job_logs as job_logs_store
-from jobs import notify as jobs_notify
-from jobs.models import STATUSES, Artifact, Job
-from jobs.storage import StorageError
+from ganforge.jobs import datasets, lifecycle
+from ganforge.jobs import job_logs as job_logs_store
+from ganforge.jobs import notify as jobs_notify
+from ganforge.jobs.models import STATUSES, Artifact, Job
+from ganforge.jobs.storage import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.errors import APIError
-from jobs.models import Job, utcnow
-from jobs.settings import Settings
+from ganforge.api.errors import APIError
+from ganforge.jobs.models import Job, utcnow
+from ganforge.jobs.settings import Settings
 
 WINDOW = timedelta(seconds=60)
 CAP_RETRY_AFTER = 30  # seconds: a queue drains at training speed, there is no exact moment to name

@@ -1,6 +1,6 @@
 """JSON log lines for the API, with the request id on every line logged during a request.
 
-The formatter is the service's own (``jobs.logs.JSONFormatter``: one object per line with time,
+The formatter is the service's own (``ganforge.jobs.logs.JSONFormatter``: one object per line with time,
 level, logger, message and any extras); this module adds the request id and one access line per
 request (method, path, status, duration).
 """
@@ -14,7 +14,7 @@ import uuid
 
 from flask import Flask, Response, g, has_request_context, request
 
-from jobs.logs import JSONFormatter, configure_logging
+from ganforge.jobs.logs import JSONFormatter, configure_logging
 
 __all__ = ["JSONFormatter", "RequestContextFilter", "init_app"]
 
@@ -73,7 +73,7 @@ GUNICORN_ACCESS_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'
 
 def init_app(app: Flask, json_lines: bool = True) -> None:
     """Request ids and access lines for ``app``; configures the root logger only when nothing
-    else has (gunicorn's ``api:create_app()``), leaving a host's own setup (the CLI, pytest) alone."""
+    else has (gunicorn's ``ganforge.api:create_app()``), leaving a host's own setup (the CLI, pytest) alone."""
     root = logging.getLogger()
     if not root.handlers:
         configure_logging(json_lines)

@@ -4,7 +4,7 @@ Every request is counted by method, route (Flask's URL rule such as ``/v1/jobs/<
 the raw path: one series per route, not per job id) and status, with a latency histogram. At each
 scrape the database gives the jobs by state and the queued jobs per queue, and the broker the
 messages waiting per queue. Under gunicorn the process answering sums every process's counters
-(``jobs.telemetry``: PROMETHEUS_MULTIPROC_DIR).
+(``ganforge.jobs.telemetry``: PROMETHEUS_MULTIPROC_DIR).
 
 Access: with API keys required, an admin key only (``Authorization: Bearer``, which Prometheus'
 scrape config sends); the counts span every tenant. One listener for everything: no second port
@@ -20,11 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
-from api.auth import principal
-from api.errors import APIError
-from api.state import services
-from jobs import telemetry
-from jobs.models import STATUSES, Job
+from ganforge.api.auth import principal
+from ganforge.api.errors import APIError
+from ganforge.api.state import services
+from ganforge.jobs import telemetry
+from ganforge.jobs.models import STATUSES, Job
 
 bp = Blueprint("metrics", __name__)
 

@@ -1,5 +1,5 @@
 """The API's OpenAPI 3.1 description, assembled from the pydantic models the views validate
-with (``JobSpec``, ``GenerateRequest``) and answer with (``api.schemas``): no schema here is
+with (``JobSpec``, ``GenerateRequest``) and answer with (``ganforge.api.schemas``): no schema here is
 written by hand. Served at ``/openapi.json``; ``/docs`` shows it in Swagger UI, whose files come
 from the flask-swagger-ui package and are served by this app (no CDN: it works offline and under
 the pages' strict Content-Security-Policy); ``/docs/plain`` renders it as one HTML page on the
@@ -19,11 +19,11 @@ from flask import Blueprint, Response, abort, jsonify, send_from_directory
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api import datasets as ds
-from api import schemas as s
-from api import sweeps as sw
+from ganforge.api import datasets as ds
+from ganforge.api import schemas as s
+from ganforge.api import sweeps as sw
 from gan_core.spec import JobSpec
-from jobs.sweep_spec import SweepSpec
+from ganforge.jobs.sweep_spec import SweepSpec
 
 bp = Blueprint("openapi", __name__)
 

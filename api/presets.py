@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from api.validation import allow_query
+from ganforge.api.validation import allow_query
 from ganforge.resources import presets_dir
 
 log = logging.getLogger(__name__)

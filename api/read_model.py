@@ -14,8 +14,8 @@ from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from api.schemas import DETAIL_COLUMNS, SUMMARY_COLUMNS
-from jobs.models import Artifact, Job, JobEvent, Metric
+from ganforge.api.schemas import DETAIL_COLUMNS, SUMMARY_COLUMNS
+from ganforge.jobs.models import Artifact, Job, JobEvent, Metric
 
 
 # Built once, not per request (bench/README.md, "Job view statements").

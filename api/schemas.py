@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from gan_core.spec import JobSpec
-from jobs.models import Artifact, Job, JobEvent
+from ganforge.jobs.models import Artifact, Job, JobEvent
 
 _CURSOR_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -190,7 +190,7 @@ class JobPatch(JobLabels):
     """Body of PATCH /v1/jobs/{id}: the labels to replace (a field left out stays as it is)."""
 
 
-from jobs.notify import Notify  # noqa: E402 (shared with the sweep spec)
+from ganforge.jobs.notify import Notify  # noqa: E402 (shared with the sweep spec)
 
 
 class JobSubmission(JobLabels, JobSpec):
@@ -214,7 +214,7 @@ from ganforge.responses import (  # noqa: E402,F401
 )
 
 
-# ---- query parameters (documented from these models; the views parse with api.validation) -----
+# ---- query parameters (documented from these models; the views parse with ganforge.api.validation) -----
 class ListJobsQuery(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     tag: list[str] | None = Field(None, max_length=MAX_TAGS,

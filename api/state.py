@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import current_app
 
-from api.finished_views import FinishedViews
-from api.generation import GenerationRuntime
-from api.signing import URLSigner
-from jobs.services import Services
+from ganforge.api.finished_views import FinishedViews
+from ganforge.api.generation import GenerationRuntime
+from ganforge.api.signing import URLSigner
+from ganforge.jobs.services import Services
 
 SERVICES = "ganforge"
 SIGNER = "ganforge.signer"

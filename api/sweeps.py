@@ -1,6 +1,6 @@
 """/v1/sweeps: submit a search over job specs, read it (counts, best trial), list its trials, cancel.
 
-The trials are ordinary jobs (GET /v1/jobs/{job_id}); the decisions are jobs.sweeps'.
+The trials are ordinary jobs (GET /v1/jobs/{job_id}); the decisions are ganforge.jobs.sweeps'.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from api.auth import principal
-from api.errors import APIError, invalid, not_found
-from api.jobs import _check_upload, _checked_webhook, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
-from api.limits import check_submission
-from api.schemas import decode_cursor, encode_cursor, iso
-from api.state import services
-from api.validation import allow_query, check_id, query_int, query_str
-from jobs import datasets, sweeps
-from jobs.lifecycle import IdempotencyConflict
-from jobs.lifecycle import EVALUATION_SERIES
-from jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Metric as MetricRow, Sweep
-from ganforge.responses import (  # noqa: F401  (api.sweeps.SweepOut & co. are the published names)
+from ganforge.api.auth import principal
+from ganforge.api.errors import APIError, invalid, not_found
+from ganforge.api.jobs import _check_upload, _checked_webhook, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
+from ganforge.api.limits import check_submission
+from ganforge.api.schemas import decode_cursor, encode_cursor, iso
+from ganforge.api.state import services
+from ganforge.api.validation import allow_query, check_id, query_int, query_str
+from ganforge.jobs import datasets, sweeps
+from ganforge.jobs.lifecycle import IdempotencyConflict
+from ganforge.jobs.lifecycle import EVALUATION_SERIES
+from ganforge.jobs.models import SWEEP_STATUSES, TRIAL_STATUSES, Metric as MetricRow, Sweep
+from ganforge.responses import (  # noqa: F401  (ganforge.api.sweeps.SweepOut & co. are the published names)
     BestTrial, SweepSummary, SweepOut, SweepPage, TrialOut, TrialList, TrialCurve, CurvesOut, SweepStatus, TrialStatus,
 )
-from jobs.sweep_spec import Metric, SweepSpec, SweepSpecError, check_sweep
+from ganforge.jobs.sweep_spec import Metric, SweepSpec, SweepSpecError, check_sweep
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Request parsing shared by the views: ids, JSON bodies and query parameters.
 
-Everything here raises :class:`api.errors.APIError` (or werkzeug's 413) for bad input, so a view
+Everything here raises :class:`ganforge.api.errors.APIError` (or werkzeug's 413) for bad input, so a view
 never sees a value it has not checked.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Iterator
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api.errors import APIError, invalid, not_found
+from ganforge.api.errors import APIError, invalid, not_found
 
-# Job and artifact ids are uuid4 hex (jobs.models.new_id).
+# Job and artifact ids are uuid4 hex (ganforge.jobs.models.new_id).
 _ID = re.compile(r"[0-9a-f]{32}")
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
 # Lone surrogates cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL.

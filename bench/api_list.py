@@ -56,7 +56,7 @@ def seed(db, n: int) -> None:
     from sqlalchemy import insert, text
 
     from gan_core.spec import JobSpec
-    from jobs.models import STATUSES, Job
+    from ganforge.jobs.models import STATUSES, Job
 
     rng = random.Random(0)
     spec = JobSpec.model_validate({"name": "bench", "dataset": {"name": "ring8"}}).model_dump(mode="json")
@@ -99,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     needs.check()
     logging.basicConfig(level=logging.WARNING)
 
-    from api import create_app
-    from jobs.db import Database
-    from jobs.models import Base
-    from jobs.queue import RecordingEnqueuer
-    from jobs.services import Services
-    from jobs.settings import Settings
-    from jobs.storage import LocalStorage
+    from ganforge.api import create_app
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.models import Base
+    from ganforge.jobs.queue import RecordingEnqueuer
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
+    from ganforge.jobs.storage import LocalStorage
 
     with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:
         db = Database(url)

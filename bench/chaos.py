@@ -69,11 +69,11 @@ def main() -> int:
     from sqlalchemy import select
 
     from gan_core.spec import JobSpec
-    from jobs import lifecycle
-    from jobs.migrate import upgrade
-    from jobs.models import Job, JobEvent
-    from jobs.services import Services
-    from jobs.settings import Settings
+    from ganforge.jobs import lifecycle
+    from ganforge.jobs.migrate import upgrade
+    from ganforge.jobs.models import Job, JobEvent
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="ganforge-chaos-"))
     db_name = f"ganforge_chaos_{secrets.token_hex(4)}"

@@ -60,8 +60,8 @@ def seed(db, storage) -> str:
 
     from gan_core.images import scatter_png
     from gan_core.spec import JobSpec
-    from jobs.models import Artifact, Job, JobEvent, Metric
-    from jobs.storage import checkpoint_key, sample_key
+    from ganforge.jobs.models import Artifact, Job, JobEvent, Metric
+    from ganforge.jobs.storage import checkpoint_key, sample_key
 
     job_id = secrets.token_hex(16)
     spec = JobSpec.model_validate({"name": "bench-dashboard", "dataset": {"name": "ring8"},
@@ -223,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("api.access", "werkzeug"):  # one line per request would drown the figures
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from api import create_app
-    from jobs.db import Database
-    from jobs.models import Base
-    from jobs.queue import RecordingEnqueuer
-    from jobs.services import Services
-    from jobs.settings import Settings
-    from jobs.storage import LocalStorage
+    from ganforge.api import create_app
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.models import Base
+    from ganforge.jobs.queue import RecordingEnqueuer
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
+    from ganforge.jobs.storage import LocalStorage
 
     with tempfile.TemporaryDirectory() as tmp, database(args.postgres, Path(tmp)) as url:
         db = Database(url)

@@ -47,13 +47,13 @@ def serve_api(tmp: Path) -> Iterator[tuple[str, Any]]:
     from sqlalchemy import create_engine
     from werkzeug.serving import make_server
 
-    from api import create_app
-    from jobs.db import Database
-    from jobs.models import Base
-    from jobs.queue import RecordingEnqueuer
-    from jobs.services import Services
-    from jobs.settings import Settings
-    from jobs.storage import LocalStorage
+    from ganforge.api import create_app
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.models import Base
+    from ganforge.jobs.queue import RecordingEnqueuer
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
+    from ganforge.jobs.storage import LocalStorage
 
     url = f"sqlite:///{tmp / 'api.db'}"
     engine = create_engine(url)

@@ -69,18 +69,18 @@ def build_world(tmp: Path, **setting_changes: Any) -> World:
     """An auth-required app on a fresh SQLite file with two tenants' jobs and artifacts."""
     from sqlalchemy import create_engine
 
-    from api import create_app
+    from ganforge.api import create_app
     from gan_core import checkpoint as ckpt
     from gan_core.spec import JobSpec
     from gan_core.trainer import Trainer
-    from jobs import lifecycle
-    from jobs.db import Database
-    from jobs.keys import create_key
-    from jobs.models import Base
-    from jobs.queue import RecordingEnqueuer
-    from jobs.services import Services
-    from jobs.settings import Settings
-    from jobs.storage import LocalStorage
+    from ganforge.jobs import lifecycle
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.keys import create_key
+    from ganforge.jobs.models import Base
+    from ganforge.jobs.queue import RecordingEnqueuer
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
+    from ganforge.jobs.storage import LocalStorage
 
     url = f"sqlite:///{tmp / 'fuzz.db'}"
     engine = create_engine(url)

@@ -5,7 +5,7 @@ jsonb_path_ops) and ?q= (ILIKE '%q%', GIN gin_trgm_ops), with and without them.
 
 Seeds one tenant's jobs in a temporary database (dropped after): each has a tag t0..t499 (a rare
 tag: 1 job in 500) and every other one the tag "common". Runs the list's own page statement
-(api.read_model.job_page, a page of 50 newest first) under EXPLAIN ANALYZE, seven times each,
+(ganforge.api.read_model.job_page, a page of 50 newest first) under EXPLAIN ANALYZE, seven times each,
 prints the median execution time, then drops the two indexes and does it again. A common filter
 needs no index (walking the created_at index finds 51 rows at once); a rare one does.
 """
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy import insert, text
     from sqlalchemy.engine import make_url
 
-    from api.read_model import job_page
-    from jobs.db import Database
-    from jobs.models import Base, Job
+    from ganforge.api.read_model import job_page
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.models import Base, Job
 
     name = f"ganforge_bench_{secrets.token_hex(4)}"
     with psycopg.connect(args.admin_dsn, autocommit=True) as admin:

@@ -89,7 +89,7 @@ def main() -> None:
 
     from ganforge.cli.serve import gunicorn_argv
     from ganforge.client import Client
-    from jobs.migrate import upgrade
+    from ganforge.jobs.migrate import upgrade
 
     db_name = f"ganforge_bench_{secrets.token_hex(4)}"
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
@@ -119,9 +119,9 @@ def main() -> None:
                               stdout=(workdir / "worker.log").open("wb"), stderr=subprocess.STDOUT)
     # Production needs API keys: one tenant key, created as an operator would (the GET load below
     # includes the key lookup, cached per process for GANFORGE_AUTH_CACHE_SECONDS).
-    from jobs import lifecycle
-    from jobs.db import Database
-    from jobs.keys import create_key
+    from ganforge.jobs import lifecycle
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.keys import create_key
 
     key_db = Database(db_url)
     api_key = create_key(key_db, "bench")[1]

@@ -9,7 +9,7 @@ processes.
 Prints, for each run (pruned with ASHA, then every trial to its end): the wall time from submit to
 the sweep's end, trials succeeded / pruned, the best trial's parameters and final figures; and the
 control-plane cost per trial: the time from one trial's end (its job's terminal event) to the next
-trial's job row (asked of Optuna and queued by jobs.sweeps.advance), over every trial after the
+trial's job row (asked of Optuna and queued by ganforge.jobs.sweeps.advance), over every trial after the
 first max_parallel. Needs PostgreSQL on 127.0.0.1:5432 and redis-server.
 """
 
@@ -86,7 +86,7 @@ def control_plane_gaps(services, sweep_id: str, max_parallel: int) -> list[float
     """Seconds from a trial's end to the next trial's job row, for each trial after the first batch."""
     from sqlalchemy import select
 
-    from jobs.models import Job, JobEvent
+    from ganforge.jobs.models import Job, JobEvent
 
     with services.db.read() as session:
         created = sorted(session.execute(select(Job.created_at).where(Job.sweep_id == sweep_id)).scalars())
@@ -102,9 +102,9 @@ def control_plane_gaps(services, sweep_id: str, max_parallel: int) -> list[float
 
 
 def run(args, services, env, logs: Path, pruning: bool) -> dict:
-    from jobs import sweeps
-    from jobs.models import Job, Sweep
-    from jobs.sweep_spec import SweepSpec, check_sweep
+    from ganforge.jobs import sweeps
+    from ganforge.jobs.models import Job, Sweep
+    from ganforge.jobs.sweep_spec import SweepSpec, check_sweep
 
     spec = SweepSpec.model_validate(sweep_doc(args, pruning), context=services.settings.spec_limits)
     check_sweep(spec, services.settings.spec_limits)
@@ -192,9 +192,9 @@ def main() -> int:
      .command("redis-server", "apt-get install -y redis-server").postgres().check())
     import psycopg
 
-    from jobs.migrate import upgrade
-    from jobs.services import Services
-    from jobs.settings import Settings
+    from ganforge.jobs.migrate import upgrade
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="ganforge-sweep-"))
     db_name = f"ganforge_sweep_{secrets.token_hex(4)}"

@@ -98,7 +98,7 @@ def data_config_from_env(env: Mapping[str, str] | None = None, **overrides: Any)
 
     The one place gan_core reads these variables, for its own command line (``ganforge train``
     works without the service, and the library never reads the environment). The service reads
-    the same names through jobs.settings.Settings and hands gan_core ``Settings.data_config()``.
+    the same names through ganforge.jobs.settings.Settings and hands gan_core ``Settings.data_config()``.
     """
     from gan_core.data import DataConfig, DataError  # torch: only when a command trains
 

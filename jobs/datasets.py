@@ -50,9 +50,9 @@ from gan_core.data.archive import safe_member_name
 from gan_core.data.errors import ArchiveError
 from gan_core.data.folder import find_prepared, prepare_folder
 from gan_core.spec import JobSpec
-from jobs.models import Dataset, Job, Sweep
-from jobs.settings import Settings
-from jobs.storage import StorageError
+from ganforge.jobs.models import Dataset, Job, Sweep
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import StorageError
 
 MAX_URI = 2048
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")

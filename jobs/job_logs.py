@@ -1,6 +1,6 @@
 """A job's own log lines, kept in the artifact store in chunks (never in the database).
 
-The worker (``worker.job_logs``) numbers every line of a job from 0 across all its attempts and
+The worker (``ganforge.worker.job_logs``) numbers every line of a job from 0 across all its attempts and
 writes them in chunks of JSON lines, each an artifact of kind ``log_lines`` whose ``step`` is the
 number of its first line: the rows say where each chunk starts, so a reader asking for the lines
 from ``since`` on fetches only the chunks that hold them. A line is
@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jobs.db import Database
-from jobs.models import Artifact, utcnow
-from jobs.storage import Storage
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import Artifact, utcnow
+from ganforge.jobs.storage import Storage
 
 KIND = "log_lines"
 CONTENT_TYPE = "application/x-ndjson"

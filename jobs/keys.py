@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from jobs.db import Database
-from jobs.models import ApiKey, utcnow
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import ApiKey, utcnow
 
 KEY_PREFIX = "gf_"
 TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")

@@ -23,8 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gan_core.spec import JobSpec
-from jobs.db import Database
-from jobs.models import TERMINAL, Artifact, Job, JobEvent, Metric, Worker, utcnow
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import TERMINAL, Artifact, Job, JobEvent, Metric, Worker, utcnow
 
 ALLOWED: dict[str, set[str]] = {
     "queued": {"running", "cancelled", "failed"},

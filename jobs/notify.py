@@ -2,7 +2,7 @@
 training paths.
 
 * **Checked at submit** (``check_url``) under the dataset URLs' SSRF rules
-  (``jobs.datasets.check_public_https``: https only, a host resolving to public addresses only,
+  (``ganforge.jobs.datasets.check_public_https``: https only, a host resolving to public addresses only,
   no credentials in the URL) and again before each delivery (DNS may answer differently); the
   connection goes to the address checked (no second lookup) and follows no redirect.
   ``GANFORGE_WEBHOOK_ALLOW_PRIVATE`` admits http:// and private hosts (a trusted network, tests).
@@ -40,10 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import select, update
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from jobs import datasets
-from jobs.db import Database
-from jobs.models import TERMINAL, Job, JobEvent, Sweep, utcnow
-from jobs.settings import Settings
+from ganforge.jobs import datasets
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import TERMINAL, Job, JobEvent, Sweep, utcnow
+from ganforge.jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 

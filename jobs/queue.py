@@ -7,7 +7,7 @@ from typing import Protocol
 
 from kombu.exceptions import ChannelError
 
-from jobs.broker import make_celery
+from ganforge.jobs.broker import make_celery
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import socket
 import threading
 from collections import defaultdict
 
-from jobs import lifecycle, sweeps, telemetry
-from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME
-from jobs.services import Services
+from ganforge.jobs import lifecycle, sweeps, telemetry
+from ganforge.jobs.queue import PRIORITY_NEW, PRIORITY_RESUME
+from ganforge.jobs.services import Services
 
 log = logging.getLogger(__name__)
 

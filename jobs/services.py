@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.db import Database
-from jobs.queue import CeleryEnqueuer, Enqueuer
-from jobs.settings import Settings
-from jobs.storage import Storage, open_storage
+from ganforge.jobs.db import Database
+from ganforge.jobs.queue import CeleryEnqueuer, Enqueuer
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import Storage, open_storage
 
 
 @dataclass

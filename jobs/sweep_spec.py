@@ -22,7 +22,7 @@ from typing import Annotated, Any, Iterator, Literal, Union, get_args, get_origi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gan_core.spec import POINT_DATASETS, JobSpec, error_details
-from jobs.notify import Notify
+from ganforge.jobs.notify import Notify
 
 DEFAULT_MAX_TRIALS = 256
 MAX_DIMENSIONS = 16

@@ -16,7 +16,7 @@ caps) with ``jobs.sweep_id`` set. ``advance(services, sweep_id)`` is the one dec
 
 Every count comes from the rows under the lock, so the step is idempotent: calling it twice, or
 from several processes at once, asks for the next trial exactly once per finished trial. It runs
-when a trial's attempt ends on a worker (worker.tasks), after each evaluation of a trial (the
+when a trial's attempt ends on a worker (ganforge.worker.tasks), after each evaluation of a trial (the
 pruner), when a sweep is submitted, and on every reconciler pass (a lost trigger is recovered).
 
 Optuna's study is rebuilt in memory from the rows for each decision rather than kept in its
@@ -43,12 +43,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gan_core.spec import HEALTH_REASONS, NO_LIMITS
-from jobs import lifecycle
-from jobs.db import Database
-from jobs.lifecycle import EVALUATION_SERIES, IdempotencyConflict, LifecycleError
-from jobs.models import Job, Metric, Sweep, SweepTrial, utcnow
-from jobs.queue import PRIORITY_NEW
-from jobs.sweep_spec import Choice, IntRange, LogUniform, SweepSpec, SweepSpecError, _key, trial_spec
+from ganforge.jobs import lifecycle
+from ganforge.jobs.db import Database
+from ganforge.jobs.lifecycle import EVALUATION_SERIES, IdempotencyConflict, LifecycleError
+from ganforge.jobs.models import Job, Metric, Sweep, SweepTrial, utcnow
+from ganforge.jobs.queue import PRIORITY_NEW
+from ganforge.jobs.sweep_spec import Choice, IntRange, LogUniform, SweepSpec, SweepSpecError, _key, trial_spec
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Counters and histograms live in the process that counts them. Under gunicorn (se
 processes) ``PROMETHEUS_MULTIPROC_DIR`` must be set before this module is imported (``ganforge
 api`` sets it): each process then writes its values to files there and a scrape sums them
 (``registry()``). Figures read from the database at scrape time (jobs by state, queue depth)
-are not here: ``api.metrics`` collects them per scrape, so they are right whichever process
+are not here: ``ganforge.api.metrics`` collects them per scrape, so they are right whichever process
 answers.
 """
 

@@ -1,6 +1,6 @@
-"""Alembic environment: the schema of jobs.models, applied to the database the settings name.
+"""Alembic environment: the schema of ganforge.jobs.models, applied to the database the settings name.
 
-The URL comes from, in order: ``config.attributes["url"]`` (jobs.migrate, tests),
+The URL comes from, in order: ``config.attributes["url"]`` (ganforge.jobs.migrate, tests),
 ``alembic -x url=...`` (command line), then ``Settings.from_env().database_url`` (the same
 settings object the API and workers read). A caller may also hand over an open connection in
 ``config.attributes["connection"]``.
@@ -15,8 +15,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-from jobs.models import Base
-from jobs.settings import Settings
+from ganforge.jobs.models import Base
+from ganforge.jobs.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,4 @@
-"""Capture a job's log lines on the worker and store them with the job (``jobs.job_logs``).
+"""Capture a job's log lines on the worker and store them with the job (``ganforge.jobs.job_logs``).
 
 ``capture(services, job_id)`` installs a logging handler on the root logger for one claimed
 attempt. It keeps the records that belong to the job: those logged with ``extra={"job_id": …}``
@@ -21,9 +21,9 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from jobs import job_logs
-from jobs.logs import without_query_strings
-from jobs.services import Services
+from ganforge.jobs import job_logs
+from ganforge.jobs.logs import without_query_strings
+from ganforge.jobs.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A job on several devices: the claiming task starts its ranks through torch's launcher.
 
 The Celery task (``runner.run_job``) has claimed the job; ``run_launched`` then starts
-``python -m torch.distributed.run --nproc-per-node N --max-restarts 0 -m worker.launched`` and
+``python -m torch.distributed.run --nproc-per-node N --max-restarts 0 -m ganforge.worker.launched`` and
 waits. Rank 0 runs ``runner.run_claimed`` (lease, metrics, artifacts, the job's end) and the other
 ranks ``runner.follow_claimed``. The task stays thin:
 
@@ -30,13 +30,13 @@ import torch
 from gan_core import distributed
 from gan_core.launch import Launch, die_with_parent, stop_requested, torchrun_argv, wait_for
 from gan_core.spec import JobSpec
-from jobs import lifecycle
-from jobs.lifecycle import Claim
-from jobs.logs import configure_logging
-from jobs.queue import PRIORITY_RESUME
-from jobs.services import Services
-from jobs.settings import Settings
-from jobs.storage import attempt_log_key
+from ganforge.jobs import lifecycle
+from ganforge.jobs.lifecycle import Claim
+from ganforge.jobs.logs import configure_logging
+from ganforge.jobs.queue import PRIORITY_RESUME
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import attempt_log_key
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def run_launched(services: Services, claim: Claim, spec: JobSpec, drain, job_log
     env[CLAIM_ENV] = json.dumps(claim.__dict__)
     env[OUTCOME_ENV] = str(outcome)
     env[DEVICE_ENV] = rank_device(spec)
-    argv = torchrun_argv(devices, "worker.launched", [], log_dir=work / "ranks", shutdown_timeout=10)
+    argv = torchrun_argv(devices, "ganforge.worker.launched", [], log_dir=work / "ranks", shutdown_timeout=10)
     log_path = work / "launcher.log"
     tail = _Tail(log_path, job_log.add_rank_line if job_log is not None else None)  # each rank's lines, live
     with open(log_path, "wb") as output:
@@ -191,7 +191,7 @@ def main() -> int:
     claim = Claim(**json.loads(os.environ[CLAIM_ENV]))
     device = distributed.device_for(os.environ.get(DEVICE_ENV, "cpu"), int(os.environ.get("LOCAL_RANK", "0")))
     parallel = distributed.init_from_env(device)
-    from worker import runner  # deliberately lazy (a cycle): runner starts this module's ranks (run_launched)
+    from ganforge.worker import runner  # deliberately lazy (a cycle): runner starts this module's ranks (run_launched)
 
     if parallel.is_main:
         # Written only when rank 0 has ended the attempt itself; without it the claiming task

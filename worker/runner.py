@@ -23,14 +23,14 @@ from gan_core.quality import quality_score
 from gan_core.sampling import interpolation_png
 from gan_core.spec import JobSpec, error_details
 from gan_core.trainer import Callbacks, NonFiniteLossError, Trainer
-from jobs import datasets, lifecycle, sweeps, telemetry
-from jobs.lifecycle import Claim, LeaseLost
-from jobs.queue import PRIORITY_RESUME
-from jobs.services import Services
-from jobs.storage import (ObjectNotFound, StorageError, checkpoint_key, evaluation_key, final_key, interpolation_key,
+from ganforge.jobs import datasets, lifecycle, sweeps, telemetry
+from ganforge.jobs.lifecycle import Claim, LeaseLost
+from ganforge.jobs.queue import PRIORITY_RESUME
+from ganforge.jobs.services import Services
+from ganforge.jobs.storage import (ObjectNotFound, StorageError, checkpoint_key, evaluation_key, final_key, interpolation_key,
                           loss_plot_key, sample_key)
-from worker import job_logs
-from worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
+from ganforge.worker import job_logs
+from ganforge.worker.uploads import BACKOFF_MAX, BACKOFF_START, Uploader, UploadsPending
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def run_job(services: Services, job_id: str, worker_id: str | None = None,
     """Run one attempt; returns what happened (for logs and tests).
 
     A job on one device trains in this process. A job on N devices is claimed here, then trained
-    by N processes that torch's launcher starts (worker.launched); rank 0 of those reports
+    by N processes that torch's launcher starts (ganforge.worker.launched); rank 0 of those reports
     through jobs/ exactly as this process would.
     """
     settings = services.settings
@@ -239,8 +239,8 @@ def _run_attempt(services: Services, claim: Claim, drain, job_log) -> str:
         problems = "; ".join(f"{d['field']}: {d['problem']}" for d in error_details(exc))
         return _fail(services, claim, f"the job's spec is no longer valid here: {problems}")
     if spec.resources.devices > 1:
-        # Deliberately lazy (a cycle): each rank runs worker.launched as __main__, which imports this module.
-        from worker.launched import run_launched
+        # Deliberately lazy (a cycle): each rank runs ganforge.worker.launched as __main__, which imports this module.
+        from ganforge.worker.launched import run_launched
 
         return run_launched(services, claim, spec, drain, job_log)
     return run_claimed(services, claim, drain, spec=spec)

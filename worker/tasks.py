@@ -1,4 +1,4 @@
-"""Celery tasks: thin, given a job id only; the work is in worker.runner.
+"""Celery tasks: thin, given a job id only; the work is in ganforge.worker.runner.
 
 Worker-process hooks live here too (Celery imports this module in every worker): the reconciler
 and webhook notifier threads start when the worker is ready, and SIGTERM (Celery's warm shutdown) drains the running
@@ -15,12 +15,12 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
-from jobs import lifecycle, notify, reconciler, sweeps
-from jobs.queue import TASK_NAME
-from jobs.services import Services
-from jobs.settings import Settings
-from worker import runner
-from worker.launched import kill_active
+from ganforge.jobs import lifecycle, notify, reconciler, sweeps
+from ganforge.jobs.queue import TASK_NAME
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.worker import runner
+from ganforge.worker.launched import kill_active
 
 log = logging.getLogger(__name__)
 _services = None

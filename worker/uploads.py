@@ -21,9 +21,9 @@ from typing import Callable
 
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_not_exception_type, wait_exponential
 
-from jobs import lifecycle, telemetry
-from jobs.lifecycle import Claim, LeaseLost
-from jobs.services import Services
+from ganforge.jobs import lifecycle, telemetry
+from ganforge.jobs.lifecycle import Claim, LeaseLost
+from ganforge.jobs.services import Services
 
 log = logging.getLogger(__name__)
 

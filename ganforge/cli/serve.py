@@ -53,7 +53,7 @@ def needs_service(command):
 
 
 def _settings():
-    from jobs.settings import Settings, SettingsError
+    from ganforge.jobs.settings import Settings, SettingsError
 
     try:
         return Settings.from_env()
@@ -80,7 +80,7 @@ def _existing_embedded_database(settings) -> None:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from jobs.migrate import downgrade, upgrade
+    from ganforge.jobs.migrate import downgrade, upgrade
 
     _use_data_dir(args)
     settings = _settings()
@@ -95,9 +95,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from jobs.logs import configure_logging
-    from jobs.services import Services
-    from jobs.reconciler import reconcile_once
+    from ganforge.jobs.logs import configure_logging
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.reconciler import reconcile_once
 
     settings = _settings()
     configure_logging(settings.log_json)
@@ -113,8 +113,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Operator commands on the database (like ``db upgrade``): no API, no key needed."""
-    from jobs.db import Database
-    from jobs.keys import KeyAdminError, create_key, list_keys, revoke_key
+    from ganforge.jobs.db import Database
+    from ganforge.jobs.keys import KeyAdminError, create_key, list_keys, revoke_key
 
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -173,15 +173,15 @@ def _worker_devices(requested: int | None) -> tuple[int, bool]:
 
 
 def _worker_queues(args: argparse.Namespace) -> tuple[int, str]:
-    from jobs.lifecycle import queues_served
+    from ganforge.jobs.lifecycle import queues_served
 
     devices, gpus = _worker_devices(args.devices)
     return devices, args.queues or ",".join(queues_served(devices, gpus))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from jobs.logs import configure_logging
-    from jobs.broker import make_celery
+    from ganforge.jobs.logs import configure_logging
+    from ganforge.jobs.broker import make_celery
 
     if os.environ.get("GANFORGE_UP_PID") == str(os.getppid()):
         from gan_core.launch import die_with_parent
@@ -195,7 +195,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os.environ["GANFORGE_WORKER_QUEUES"] = queues
     settings = _settings()
     configure_logging(settings.log_json)
-    app = make_celery(settings.broker_url, include=["worker.tasks"])
+    app = make_celery(settings.broker_url, include=["ganforge.worker.tasks"])
     if args.metrics_port is not None:
         _serve_worker_metrics(args.metrics_host, args.metrics_port)
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", "--loglevel=INFO",
@@ -231,8 +231,8 @@ def _bind_embedded(host: str, port: int):
     before it starts a worker, so a port already taken ends it with nothing left behind."""
     from werkzeug.serving import make_server
 
-    from api import create_app
-    from api.logging import queryless_request_handler
+    from ganforge.api import create_app
+    from ganforge.api.logging import queryless_request_handler
 
     sock = _listen(host, port)
     try:
@@ -275,7 +275,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def prometheus_multiprocess_dir() -> Path:
     """PROMETHEUS_MULTIPROC_DIR for this process and its children (gunicorn's workers, a worker's
     training ranks), emptied of an earlier run's files; a new temporary folder when unset.
-    Must run before prometheus-client is imported (jobs.telemetry)."""
+    Must run before prometheus-client is imported (ganforge.jobs.telemetry)."""
     import tempfile
 
     given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -293,7 +293,7 @@ def _serve_worker_metrics(host: str, port: int) -> None:
     included (they share its PROMETHEUS_MULTIPROC_DIR)."""
     from prometheus_client import start_http_server
 
-    from jobs import telemetry
+    from ganforge.jobs import telemetry
 
     try:
         start_http_server(port, addr=host, registry=telemetry.registry())
@@ -319,12 +319,12 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     worker (SO_REUSEPORT, so the kernel spreads the keep-alive connections over the workers):
     the defaults bench/service.py settled on, figures in bench/README.md ("GET /v1/jobs/{id}").
     """
-    from api.logging import GUNICORN_ACCESS_FORMAT
+    from ganforge.api.logging import GUNICORN_ACCESS_FORMAT
 
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_hooks", "--bind", f"{host}:{port}",
             "--workers", str(workers or _usable_cpus()), "--worker-class", "gthread", "--threads", str(threads),
             "--keep-alive", "5", "--access-logformat", GUNICORN_ACCESS_FORMAT]
-    return argv + (["--reuse-port"] if reuse_port else []) + ["api:create_app()"]
+    return argv + (["--reuse-port"] if reuse_port else []) + ["ganforge.api:create_app()"]
 
 
 def _spawn_worker(env: dict[str, str], queues: str | None, devices: int | None, log_path: Path) -> subprocess.Popen:
@@ -358,8 +358,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     _check_embedded_host(settings, args.host)
     settings.ensure_data_dir()
-    from jobs.logs import configure_logging
-    from jobs.migrate import upgrade
+    from ganforge.jobs.logs import configure_logging
+    from ganforge.jobs.migrate import upgrade
 
     configure_logging(settings.log_json, stream=(settings.data_dir / "api.log").open("a"))
     upgrade(settings.database_url)

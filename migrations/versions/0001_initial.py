@@ -17,7 +17,7 @@ down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# jobs.models.UTCDateTime is a TypeDecorator over this type; the migration stays independent of
+# ganforge.jobs.models.UTCDateTime is a TypeDecorator over this type; the migration stays independent of
 # application code so that it keeps meaning the same schema when the models change later.
 UTC = sa.DateTime(timezone=True)
 

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from jobs.db import Database
-from jobs.models import Base
-from jobs.queue import Enqueuer, RecordingEnqueuer
-from jobs.services import Services
-from jobs.settings import Settings
-from jobs.storage import LocalStorage, Storage
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import Base
+from ganforge.jobs.queue import Enqueuer, RecordingEnqueuer
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import LocalStorage, Storage
 
 ADMIN_DSN = os.environ.get("GANFORGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgresql")
@@ -130,7 +130,7 @@ class Harness:
 @pytest.fixture
 def make_api(settings: Settings, tmp_path: Path):
     """Build an app; ``queue``, ``storage`` and settings changes may be swapped in."""
-    from api import create_app
+    from ganforge.api import create_app
 
     built: list[Database] = []
 

@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 from sqlalchemy import insert, select
 
-from api import create_app
-from api.generation import label_problem, render
-from api.read_model import downsample
+from ganforge.api import create_app
+from ganforge.api.generation import label_problem, render
+from ganforge.api.read_model import downsample
 from gan_core.spec import JobSpec
-from jobs import lifecycle
-from jobs.db import Database
-from jobs.models import STATUSES, Job
-from jobs.queue import RecordingEnqueuer
-from jobs.services import Services
-from jobs.settings import Settings, SettingsError
-from jobs.storage import LocalStorage, StorageError, checkpoint_key, final_key, sample_key
+from ganforge.jobs import lifecycle
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import STATUSES, Job
+from ganforge.jobs.queue import RecordingEnqueuer
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings, SettingsError
+from ganforge.jobs.storage import LocalStorage, StorageError, checkpoint_key, final_key, sample_key
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -133,7 +133,7 @@ def test_submit_with_the_broker_down_still_keeps_the_job(make_api, caplog):
             raise ConnectionError("broker unreachable")
 
     h = make_api(queue=DownEnqueuer())
-    with caplog.at_level(logging.ERROR, logger="api.jobs"):
+    with caplog.at_level(logging.ERROR, logger="ganforge.api.jobs"):
         response = h.client.post("/v1/jobs", json=SPEC)
     assert response.status_code == 201
     job_id = response.get_json()["id"]
@@ -240,7 +240,7 @@ def test_an_unexpected_exception_is_a_logged_500_envelope(make_api, caplog):
     def boom():
         raise RuntimeError("a bug")
 
-    with caplog.at_level(logging.ERROR, logger="api.errors"):
+    with caplog.at_level(logging.ERROR, logger="ganforge.api.errors"):
         response = h.client.get("/boom")
     assert_envelope(response, 500, "internal")
     assert "a bug" not in response.get_data(as_text=True)  # internals stay in the log
@@ -511,7 +511,7 @@ def test_generate_answers_503_when_busy_or_too_slow(api, trained, monkeypatch):
             release.wait(5)
         return real_render(loaded, n, *args, **kwargs)
 
-    monkeypatch.setattr("api.jobs.render", slow_render)
+    monkeypatch.setattr("ganforge.api.jobs.render", slow_render)
     runtime.timeout = 0.05
     assert_envelope(api.client.post(f"/v1/jobs/{job_id}/generate", json={"n": 512}), 503, "busy")
     # Small requests never queue behind the pool.
@@ -550,7 +550,7 @@ def test_generate_with_and_without_rejection_sampling(api, monkeypatch):
     def keeps_nothing(*args, **kwargs):
         raise RejectionError("the discriminator kept 0 of 51200 candidates; too few for rejection sampling")
 
-    monkeypatch.setattr("api.jobs.render", keeps_nothing)
+    monkeypatch.setattr("ganforge.api.jobs.render", keeps_nothing)
     error = assert_envelope(generate(n=4), 422, "invalid_request")
     assert "rejection" in fields(error) and "rejection: false" in error["message"]
 
@@ -708,7 +708,7 @@ def test_create_app_builds_its_services_from_settings(tmp_path):
 
 
 def test_log_lines_are_json_with_the_request_id(make_api):
-    from api.logging import JSONFormatter
+    from ganforge.api.logging import JSONFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -725,7 +725,7 @@ def test_log_lines_are_json_with_the_request_id(make_api):
         root.setLevel(level)
     assert response.headers["X-Request-ID"] == "req-123"
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    submitted = [line for line in lines if line["logger"] == "api.jobs"]
+    submitted = [line for line in lines if line["logger"] == "ganforge.api.jobs"]
     assert submitted and submitted[0]["request_id"] == "req-123"
     assert submitted[0]["job_id"] == response.get_json()["id"]
     access = [line for line in lines if line["logger"] == "api.access"][-1]

@@ -10,9 +10,9 @@ import pytest
 from werkzeug.serving import make_server
 
 from ganforge.cli import main
-from jobs.db import Database
-from jobs.keys import principal_for
-from jobs.migrate import upgrade
+from ganforge.jobs.db import Database
+from ganforge.jobs.keys import principal_for
+from ganforge.jobs.migrate import upgrade
 
 
 @pytest.fixture
@@ -56,8 +56,8 @@ def test_embedded_mode_refuses_to_listen_beyond_loopback(embedded_home, capsys):
 
 
 def test_client_commands_send_the_api_key(embedded_home, monkeypatch, capsys):
-    from api import create_app
-    from jobs.settings import Settings
+    from ganforge.api import create_app
+    from ganforge.jobs.settings import Settings
 
     monkeypatch.setenv("GANFORGE_AUTH", "required")
     monkeypatch.setenv("GANFORGE_AUTH_CACHE_SECONDS", "0")

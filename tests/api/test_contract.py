@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from api.openapi import build_spec
-from api.schemas import GenerateRequest
+from ganforge.api.openapi import build_spec
+from ganforge.api.schemas import GenerateRequest
 from gan_core.spec import JobSpec, error_details
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.presets import FIRST, PRESETS_DIR, load_presets
+from ganforge.api.presets import FIRST, PRESETS_DIR, load_presets
 from gan_core.images import grid_png
 from gan_core.spec import JobSpec
-from jobs.storage import checkpoint_key, sample_key
+from ganforge.jobs.storage import checkpoint_key, sample_key
 from test_api import PNG_MAGIC, add_artifact, assert_envelope, fields, running_job, trained  # noqa: F401
 
 
@@ -178,8 +178,8 @@ def test_interpolate_a_conditional_generator_is_one_row_of_one_class(api, condit
 
 # ---- downsampled metric series (the charts ask for max_points) ----------------------------------
 def test_metrics_downsampled_in_the_database_pick_what_downsample_picks(api):
-    from api.read_model import downsample
-    from jobs import lifecycle
+    from ganforge.api.read_model import downsample
+    from ganforge.jobs import lifecycle
 
     job_id, token = running_job(api.db)
     rng = np.random.default_rng(1)

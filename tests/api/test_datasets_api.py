@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs import datasets as job_datasets
-from jobs.keys import create_key
-from jobs.models import Dataset, Job
+from ganforge.jobs import datasets as job_datasets
+from ganforge.jobs.keys import create_key
+from ganforge.jobs.models import Dataset, Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from upload_archives import empty_zip, image_members, tar_bytes, zip_bomb, zip_bytes  # noqa: E402
@@ -266,7 +266,7 @@ def test_an_upload_deleted_between_the_check_and_the_insert_is_the_same_422(api,
 def test_a_live_sweep_naming_the_dataset_keeps_it(api):
     created = upload(api.client, zip_bytes(image_members())).get_json()
     with api.db.session() as session:
-        from jobs.models import Sweep
+        from ganforge.jobs.models import Sweep
 
         session.add(Sweep(tenant="default", name="s", spec={"base": folder_spec(created["id"])}, planned_trials=4))
     response = api.client.delete(f"/v1/datasets/{created['id']}")

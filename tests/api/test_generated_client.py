@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from test_api import PNG_MAGIC, SPEC, add_artifact, running_job, trained  # noqa: F401
-from jobs.storage import checkpoint_key
+from ganforge.jobs.storage import checkpoint_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/upload_archives.py
 from upload_archives import image_members, tar_bytes  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from api.schemas import decode_cursor, encode_cursor
+from ganforge.api.schemas import decode_cursor, encode_cursor
 from tests.api.test_api import SPEC, assert_envelope, fields
 
 
@@ -173,7 +173,7 @@ EMBEDDED_V4 = [
 
 @pytest.mark.parametrize("address", EMBEDDED_V4)
 def test_ipv6_literals_embedding_private_ipv4_are_refused(address):
-    from jobs.datasets import DatasetSourceError, check_source
+    from ganforge.jobs.datasets import DatasetSourceError, check_source
     from tests.api.test_hostile_input import PRODUCTION
 
     with pytest.raises(DatasetSourceError, match="non-public"):
@@ -182,7 +182,7 @@ def test_ipv6_literals_embedding_private_ipv4_are_refused(address):
 
 @pytest.mark.parametrize("address", ["2002:7f00:1::", "2002:a9fe:a9fe::", "2002:a00:1::"])
 def test_host_names_answering_6to4_of_private_ipv4_are_refused(address):
-    from jobs.datasets import DatasetSourceError, check_source
+    from ganforge.jobs.datasets import DatasetSourceError, check_source
     from tests.api.test_hostile_input import PRODUCTION
 
     with pytest.raises(DatasetSourceError, match="non-public"):
@@ -190,7 +190,7 @@ def test_host_names_answering_6to4_of_private_ipv4_are_refused(address):
 
 
 def test_public_ipv6_and_6to4_of_public_ipv4_still_pass():
-    from jobs.datasets import check_source
+    from ganforge.jobs.datasets import check_source
     from tests.api.test_hostile_input import PRODUCTION
 
     for address in ("2606:4700::6810:85e5", "2002:5db8:d822::", "::ffff:93.184.216.34"):
@@ -207,7 +207,7 @@ def test_the_api_refuses_a_6to4_dataset_url_naming_the_path(make_api):
 
 
 def test_a_slow_resolver_does_not_hold_the_calling_thread(monkeypatch):
-    from jobs import datasets
+    from ganforge.jobs import datasets
 
     release = threading.Event()
     callers: list[str] = []
@@ -262,7 +262,7 @@ def test_pages_have_no_inline_script_or_style(api):
 
 
 def test_api_answers_and_artifact_content_send_the_security_headers(api):
-    from jobs.storage import sample_key
+    from ganforge.jobs.storage import sample_key
     from tests.api.test_api import add_artifact, local_path, running_job
 
     assert_hardened(api.client.get("/v1/jobs"), page=False)
@@ -286,7 +286,7 @@ def test_a_submission_refused_by_a_cap_says_nothing_remains(make_api):
     assert refused.headers["X-RateLimit-Remaining"] == "0" and refused.headers["Retry-After"]
     assert refused.headers["X-RateLimit-Limit"] == "10"
     # The refusal used up nothing: once a slot frees, the rate window still has 8 left.
-    from jobs import lifecycle
+    from ganforge.jobs import lifecycle
 
     lifecycle.claim(h.db, accepted[0].get_json()["id"], "w", 60)
     assert h.client.post("/v1/jobs", json=SPEC).headers["X-RateLimit-Remaining"] == "7"
@@ -346,14 +346,14 @@ def _npz_spec(path: str):
 def test_an_https_download_failure_tells_the_tenant_no_network_detail(monkeypatch, caplog, failure):
     import logging
 
-    from jobs import datasets
+    from ganforge.jobs import datasets
     from tests.api.test_hostile_input import PRODUCTION, fake_resolver
 
     def fail(*args, **kwargs):
         raise failure
 
     monkeypatch.setattr(socket, "create_connection", fail)
-    caplog.set_level(logging.WARNING, logger="jobs.datasets")
+    caplog.set_level(logging.WARNING, logger="ganforge.jobs.datasets")
     with pytest.raises(datasets.DatasetSourceError) as info:
         datasets.localise(_npz_spec("https://data.example.org/x.npz?token=t0p"), PRODUCTION, "d" * 32, fake_resolver)
     assert str(info.value) == "could not download the dataset from data.example.org: connection failed"
@@ -361,7 +361,7 @@ def test_an_https_download_failure_tells_the_tenant_no_network_detail(monkeypatc
 
 
 def test_s3_and_resolver_failures_tell_the_tenant_no_network_detail(monkeypatch):
-    from jobs import datasets
+    from ganforge.jobs import datasets
     from tests.api.test_hostile_input import PRODUCTION, fake_resolver
 
     class Store:
@@ -398,8 +398,8 @@ def test_s3_and_resolver_failures_tell_the_tenant_no_network_detail(monkeypatch)
 ])
 def test_a_failed_jobs_reason_holds_no_network_detail(make_api, monkeypatch, failure, reason):
     from gan_core.data import DownloadError
-    from jobs import datasets, lifecycle
-    from worker import runner
+    from ganforge.jobs import datasets, lifecycle
+    from ganforge.worker import runner
 
     h = make_api()
     if failure == "https":

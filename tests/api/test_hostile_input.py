@@ -13,9 +13,9 @@ import torch
 
 from gan_core import checkpoint as ckpt
 from gan_core.spec import JobSpec
-from jobs import datasets, lifecycle
-from jobs.datasets import DatasetSourceError, check_source
-from jobs.settings import Settings
+from ganforge.jobs import datasets, lifecycle
+from ganforge.jobs.datasets import DatasetSourceError, check_source
+from ganforge.jobs.settings import Settings
 
 PRODUCTION = Settings(allow_local_datasets=False, dataset_s3_buckets=("user-data",), dataset_https_hosts=())
 PUBLIC_DNS = {"data.example.org": ["93.184.216.34"], "evil.example.org": ["93.184.216.34", "10.0.0.7"],
@@ -94,7 +94,7 @@ def test_production_cannot_allow_server_paths(tmp_path):
     env = {"GANFORGE_MODE": "production", "GANFORGE_DATABASE_URL": "sqlite://", "GANFORGE_BROKER_URL": "memory://",
            "GANFORGE_STORAGE_URL": f"file://{tmp_path}"}
     assert Settings.from_env(env).allow_local_datasets is False
-    from jobs.settings import SettingsError
+    from ganforge.jobs.settings import SettingsError
 
     with pytest.raises(SettingsError, match="GANFORGE_ALLOW_LOCAL_DATASETS"):
         Settings.from_env({**env, "GANFORGE_ALLOW_LOCAL_DATASETS": "1"})

@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from jobs.models import Job
+from ganforge.jobs.models import Job
 from tests.api.test_api import SPEC, assert_envelope
 
 

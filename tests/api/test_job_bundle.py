@@ -10,9 +10,9 @@ import json
 import os
 import zipfile
 
-from jobs import lifecycle
-from jobs.keys import create_key
-from jobs.storage import evaluation_key, final_key, loss_plot_key, sample_key
+from ganforge.jobs import lifecycle
+from ganforge.jobs.keys import create_key
+from ganforge.jobs.storage import evaluation_key, final_key, loss_plot_key, sample_key
 from tests.api.test_api import SPEC, add_artifact, assert_envelope, fields, running_job
 from tests.api.test_security import bearer
 

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import insert, text
 
-from api.finished_views import FinishedViews
-from api.read_model import job_page
-from jobs import lifecycle
-from jobs.keys import create_key
-from jobs.models import Job
+from ganforge.api.finished_views import FinishedViews
+from ganforge.api.read_model import job_page
+from ganforge.jobs import lifecycle
+from ganforge.jobs.keys import create_key
+from ganforge.jobs.models import Job
 from tests.api.test_api import SPEC, assert_envelope, fields, running_job
 from tests.api.test_security import bearer
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from jobs import job_logs
-from jobs.keys import create_key
-from worker.job_logs import capture
+from ganforge.jobs import job_logs
+from ganforge.jobs.keys import create_key
+from ganforge.worker.job_logs import capture
 
 from tests.api.test_api import SPEC
 
@@ -27,7 +27,7 @@ def test_lines_of_the_job_are_captured_chunked_and_served_from_a_cursor(make_api
     caplog.set_level(logging.INFO)  # the worker's level (pytest's root logger drops INFO)
     api = make_api(job_log_chunk_lines=3, job_log_flush_seconds=60.0)
     job_id, other = _job(api), _job(api)
-    log = logging.getLogger("worker.runner")
+    log = logging.getLogger("ganforge.worker.runner")
     side: list[threading.Thread] = []
     with capture(api.services, job_id):
         for i in range(7):
@@ -65,7 +65,7 @@ def test_lines_of_the_job_are_captured_chunked_and_served_from_a_cursor(make_api
     assert messages[8].startswith("it failed\nTraceback") and "ValueError: boom" in messages[8]
     assert messages[9] == "the uploader's line"
     assert {line["level"] for line in lines} == {"INFO", "WARNING", "ERROR"}
-    assert lines[0]["rank"] is None and lines[0]["logger"] == "worker.runner" and lines[0]["time"].endswith("Z")
+    assert lines[0]["rank"] is None and lines[0]["logger"] == "ganforge.worker.runner" and lines[0]["time"].endswith("Z")
 
     body = api.client.get(f"/v1/jobs/{job_id}/logs?since=5&limit=2").get_json()
     assert [line["n"] for line in body["lines"]] == [5, 6] and body["next"] == 7 and body["more"] is True
@@ -84,7 +84,7 @@ def test_rank_lines_keep_their_rank_level_and_time(make_api):
     job_id = _job(api)
     with capture(api.services, job_id) as handler:
         handler.add_rank_line('[default1]:{"time": "2026-12-05T10:00:00.000Z", "level": "WARNING", '
-                              '"logger": "worker.runner", "message": "rank says hi", "rank": 1}', 0.0)
+                              '"logger": "ganforge.worker.runner", "message": "rank says hi", "rank": 1}', 0.0)
         handler.add_rank_line("[default0]:Traceback (most recent call last):", 0.0)
         handler.add_rank_line("", 0.0)
     lines = api.client.get(f"/v1/jobs/{job_id}/logs").get_json()["lines"]
@@ -108,7 +108,7 @@ def test_another_tenants_job_logs_are_not_found(make_api, caplog):
     key_a, key_b = create_key(api.db, "a")[1], create_key(api.db, "b")[1]
     job_id = _job(api, bearer(key_a))
     with capture(api.services, job_id):
-        logging.getLogger("worker.runner").info("secret of tenant a")
+        logging.getLogger("ganforge.worker.runner").info("secret of tenant a")
     assert api.client.get(f"/v1/jobs/{job_id}/logs", headers=bearer(key_a)).get_json()["lines"]
     response = api.client.get(f"/v1/jobs/{job_id}/logs", headers=bearer(key_b))
     assert response.status_code == 404 and "secret" not in response.get_data(as_text=True)

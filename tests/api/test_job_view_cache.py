@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event
 
-from api.finished_views import FinishedViews
-from jobs import lifecycle
-from jobs.keys import create_key
+from ganforge.api.finished_views import FinishedViews
+from ganforge.jobs import lifecycle
+from ganforge.jobs.keys import create_key
 from tests.api.test_security import SPEC, bearer
 
 

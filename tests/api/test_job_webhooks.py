@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jobs import notify
-from jobs.models import Job
+from ganforge.jobs import notify
+from ganforge.jobs.models import Job
 
 from tests.api.test_api import SPEC
 

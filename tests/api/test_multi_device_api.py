@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import lifecycle
-from jobs.models import Artifact
+from ganforge.jobs import lifecycle
+from ganforge.jobs.models import Artifact
 
 from tests.api.test_api import SPEC
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.keys import create_key
+from ganforge.jobs.keys import create_key
 
 from tests.api.test_api import SPEC
 

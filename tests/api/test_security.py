@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from jobs import lifecycle
-from jobs.keys import create_key, hash_key, list_keys, revoke_key
-from jobs.models import ApiKey, Job
-from jobs.settings import Settings, SettingsError
+from ganforge.jobs import lifecycle
+from ganforge.jobs.keys import create_key, hash_key, list_keys, revoke_key
+from ganforge.jobs.models import ApiKey, Job
+from ganforge.jobs.settings import Settings, SettingsError
 
 SPEC: dict[str, Any] = {
     "name": "ring",
@@ -200,7 +200,7 @@ def test_keys_are_stored_only_as_hashes(make_api):
 
 
 def test_revocation_takes_effect_within_the_cache_ttl(make_api):
-    from api.auth import KeyCache
+    from ganforge.api.auth import KeyCache
 
     h = make_api()
     row, key = create_key(h.db, "acme")

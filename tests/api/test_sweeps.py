@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from jobs.keys import create_key
-from jobs.models import Job
+from ganforge.jobs.keys import create_key
+from ganforge.jobs.models import Job
 
 BASE = {"name": "ring", "dataset": {"name": "ring8"}, "train": {"steps": 60, "batch_size": 64}, "eval_every": 20,
         "log_every": 20, "sample_every": 60, "checkpoint_every": 60}
@@ -54,7 +54,7 @@ def test_a_sweep_queues_max_parallel_trials_as_ordinary_jobs(api):
         # an ordinary job: readable and cancellable through /v1/jobs
         assert api.client.get(f"/v1/jobs/{job.id}").get_json()["status"] == "queued"
     # Asking again changes nothing: two trials are queued, max_parallel is 2.
-    from jobs import sweeps
+    from ganforge.jobs import sweeps
 
     assert sweeps.advance(api.services, view["id"]) == []
     assert len(trial_jobs(api.db, view["id"])) == 2
@@ -155,7 +155,7 @@ def test_another_tenants_sweep_is_not_found(make_api):
 
 
 def test_curves_hold_every_trials_evaluation_series_and_a_trial_job_names_its_sweep(api):
-    from jobs import lifecycle
+    from ganforge.jobs import lifecycle
 
     view = api.client.post("/v1/sweeps", json=sweep()).get_json()
     first, second = trial_jobs(api.db, view["id"])

@@ -3,7 +3,7 @@ scripts with nothing blocked, while an injected inline script is refused (the po
 
 from __future__ import annotations
 
-from api.openapi import build_spec
+from ganforge.api.openapi import build_spec
 
 
 def test_pages_run_under_the_policy_and_inline_scripts_are_refused(page, service):

@@ -92,7 +92,7 @@ def _pg_template() -> Iterator[str]:
     """Name of a database migrated to head once per run; ``migrated_pg`` copies it (CREATE
     DATABASE ... TEMPLATE), which is much faster than migrating each time. Nothing else may
     connect to it: PostgreSQL copies only a template nobody is using."""
-    from jobs.migrate import upgrade
+    from ganforge.jobs.migrate import upgrade
 
     name = f"ganforge_test_{RUN_ID}_template"
     upgrade(_pg_create(name))
@@ -102,7 +102,7 @@ def _pg_template() -> Iterator[str]:
 
 @pytest.fixture()
 def migrated_pg(_pg_template: str) -> Iterator[str]:
-    """URL of a PostgreSQL database at the head revision (made by ``jobs.migrate.upgrade``) with
+    """URL of a PostgreSQL database at the head revision (made by ``ganforge.jobs.migrate.upgrade``) with
     no rows, private to this test and dropped after it."""
     name = f"ganforge_test_{RUN_ID}_{secrets.token_hex(4)}"
     url = _pg_create(name, template=_pg_template)
@@ -121,7 +121,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated to head once per run; ``migrated_sqlite`` copies it."""
-    from jobs.migrate import upgrade
+    from ganforge.jobs.migrate import upgrade
 
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     upgrade(f"sqlite:///{path}")
@@ -130,7 +130,7 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def migrated_sqlite(_sqlite_template: Path, tmp_path: Path) -> str:
-    """URL of a SQLite file at the head revision (a copy of one made by ``jobs.migrate.upgrade``)
+    """URL of a SQLite file at the head revision (a copy of one made by ``ganforge.jobs.migrate.upgrade``)
     with no rows, in this test's tmp_path."""
     path = tmp_path / "migrated.db"
     shutil.copyfile(_sqlite_template, path)
@@ -225,7 +225,7 @@ def s3_client(s3_server: str):
 @pytest.fixture()
 def s3_bucket(s3_client) -> str:
     """``s3://<fresh random bucket>/prefix``: an empty bucket created on the moto server for this
-    test (pass ``endpoint_url=s3_server`` to ``jobs.storage.open_storage``)."""
+    test (pass ``endpoint_url=s3_server`` to ``ganforge.jobs.storage.open_storage``)."""
     bucket = f"ganforge-test-{secrets.token_hex(6)}"
     s3_client.create_bucket(Bucket=bucket)
     return f"s3://{bucket}/prefix"

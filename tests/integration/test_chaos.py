@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from gan_core.spec import JobSpec
-from jobs import lifecycle
-from jobs.models import Artifact, Job, JobEvent, Metric
-from jobs.services import Services
-from jobs.settings import Settings
+from ganforge.jobs import lifecycle
+from ganforge.jobs.models import Artifact, Job, JobEvent, Metric
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
 
 from tests.integration.conftest import _start_worker
 
@@ -280,7 +280,7 @@ def test_an_s3_outage_delays_artifacts_and_loses_none(chaos_env, workers, s3_cli
 
 def test_a_requeued_job_goes_ahead_of_jobs_that_never_started(chaos_env, workers):
     """On Redis, a job handed back after its worker died is served before the queue's new jobs."""
-    from jobs.queue import PRIORITY_RESUME
+    from ganforge.jobs.queue import PRIORITY_RESUME
 
     services = services_for(chaos_env)
     new = [submit(services, spec(train={"steps": 100, "batch_size": 64, "seed": n})) for n in range(3)]

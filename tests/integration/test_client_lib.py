@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from api.schemas import ArtifactList, JobOut, JobSummary
+from ganforge.api.schemas import ArtifactList, JobOut, JobSummary
 from ganforge.client import (
     APIError,
     Client,

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, inspect, pool, text
 from sqlalchemy.exc import IntegrityError
 
 from ganforge.client import APIError, Client
-from jobs.db import make_engine
-from jobs.migrate import current_revision, downgrade, head_revision, upgrade
+from ganforge.jobs.db import make_engine
+from ganforge.jobs.migrate import current_revision, downgrade, head_revision, upgrade
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from upload_archives import image_members, tar_bytes, zip_bomb, zip_bytes  # noqa: E402
@@ -125,8 +125,8 @@ def test_uploads_through_gunicorn_into_s3(service_env, s3_client, s3_bucket, tmp
         bucket, prefix = s3_bucket.removeprefix("s3://").split("/", 1)
         stored = s3_client.get_object(Bucket=bucket, Key=f"{prefix}/datasets/{created['id']}/archive.tar.gz")["Body"].read()
         assert hashlib.sha256(stored).hexdigest() == created["sha256"] == hashlib.sha256(body).hexdigest()
-        from jobs import datasets
-        from jobs.db import Database
+        from ganforge.jobs import datasets
+        from ganforge.jobs.db import Database
 
         db = Database(env["GANFORGE_DATABASE_URL"])
         try:

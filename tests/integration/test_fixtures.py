@@ -40,7 +40,7 @@ def test_database_fixtures(pg_url, fresh_pg_url, sqlite_url, migrated_pg, migrat
     assert len({pg_url, fresh_pg_url, migrated_pg}) == 3
     assert _tables(pg_url) == set() and _tables(fresh_pg_url) == set() and _tables(sqlite_url) == set()
     # The migrations make exactly the tables the models declare (and Alembic's own).
-    from jobs.models import Base
+    from ganforge.jobs.models import Base
 
     expected = set(Base.metadata.tables) | {"alembic_version"}
     assert {"jobs", "job_events", "metrics", "artifacts", "api_keys", "workers", "sweeps", "datasets"} <= expected

@@ -15,11 +15,11 @@ from PIL import Image
 from gan_core.data import folder as folder_module
 from gan_core.data.errors import ArchiveError
 from gan_core.spec import JobSpec
-from jobs import datasets, lifecycle
-from jobs.models import Dataset, Job
-from jobs.services import Services
-from jobs.settings import Settings
-from jobs.storage import LocalStorage
+from ganforge.jobs import datasets, lifecycle
+from ganforge.jobs.models import Dataset, Job
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import LocalStorage
 
 COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
 
@@ -245,8 +245,8 @@ def submit(services, spec, tenant="default") -> str:
 
 
 def test_jobs_on_an_image_folder_archive_and_an_upload(folder_env, start_worker, tmp_path, s3_client, bucket):
-    from api import create_app
-    from jobs import keys
+    from ganforge.api import create_app
+    from ganforge.jobs import keys
 
     archive = zipped(pictures())
     s3_client.put_object(Bucket=bucket, Key="user/shapes.zip", Body=archive)

@@ -1,4 +1,4 @@
-"""GAN health on the real runner (worker.runner.run_job in this process, PostgreSQL, a file store):
+"""GAN health on the real runner (ganforge.worker.runner.run_job in this process, PostgreSQL, a file store):
 real training runs that diverge or whose discriminator wins, read back through the HTTP API.
 
 * a job whose losses go non-finite (absurd learning rates, no gradient penalty) and whose spec
@@ -17,16 +17,16 @@ import copy
 import pytest
 from sqlalchemy import select
 
-from jobs import lifecycle, sweeps
-from jobs.db import Database
-from jobs.models import Artifact, Job, JobEvent, SweepTrial
-from jobs.queue import RecordingEnqueuer
-from jobs.services import Services
-from jobs.settings import Settings
-from jobs.storage import LocalStorage
-from jobs.sweep_spec import SweepSpec
+from ganforge.jobs import lifecycle, sweeps
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import Artifact, Job, JobEvent, SweepTrial
+from ganforge.jobs.queue import RecordingEnqueuer
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import LocalStorage
+from ganforge.jobs.sweep_spec import SweepSpec
 from gan_core.spec import JobSpec
-from worker.runner import run_job
+from ganforge.worker.runner import run_job
 
 COMMON = {"dataset": {"name": "ring8"}, "device": "cpu", "log_every": 10, "sample_every": 1000,
           "checkpoint_every": 30, "eval": {"n_samples": 500}}
@@ -51,7 +51,7 @@ def spec(doc, **health) -> JobSpec:
 
 @pytest.fixture()
 def api(migrated_pg, tmp_path):
-    from api import create_app
+    from ganforge.api import create_app
 
     settings = Settings(data_dir=tmp_path / "home", database_url=migrated_pg, broker_url="memory://",
                         storage_url=f"file://{tmp_path / 'store'}", signing_secret="x", lease_seconds=30,
@@ -153,7 +153,7 @@ def test_a_sweep_trial_stopped_by_a_detector_shows_the_reason_and_the_next_trial
 
 @pytest.mark.parametrize("backend", ["migrated_pg", "migrated_sqlite"])
 def test_the_engine_treats_a_health_stop_like_a_prune(request, backend, tmp_path):
-    """The decision step alone (a worker's calls made through jobs.lifecycle, no training): a trial
+    """The decision step alone (a worker's calls made through ganforge.jobs.lifecycle, no training): a trial
     stopped by each detector is ``pruned`` with the detector as reason, Optuna sees it pruned, and
     each finished trial is followed by exactly one new trial however often the step runs."""
     url = request.getfixturevalue(backend)

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import event, func, select, update
 
 from gan_core.spec import JobSpec
-from jobs import lifecycle
-from jobs.db import Database
-from jobs.lifecycle import Claim, IllegalTransition, JobNotFound, LeaseLost
-from jobs.models import Artifact, Job, JobEvent, Metric, utcnow
+from ganforge.jobs import lifecycle
+from ganforge.jobs.db import Database
+from ganforge.jobs.lifecycle import Claim, IllegalTransition, JobNotFound, LeaseLost
+from ganforge.jobs.models import Artifact, Job, JobEvent, Metric, utcnow
 
 LEASE = 60
 

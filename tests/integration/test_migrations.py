@@ -1,4 +1,4 @@
-"""The Alembic scripts make exactly the schema of jobs.models, and undo it, on both databases."""
+"""The Alembic scripts make exactly the schema of ganforge.jobs.models, and undo it, on both databases."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool
 
-from jobs.migrate import MIGRATIONS_DIR, current_revision, downgrade, head_revision, upgrade
-from jobs.models import Base
+from ganforge.jobs.migrate import MIGRATIONS_DIR, current_revision, downgrade, head_revision, upgrade
+from ganforge.jobs.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"jobs", "job_events", "metrics", "artifacts", "api_keys", "workers", "sweeps", "sweep_trials", "datasets"}

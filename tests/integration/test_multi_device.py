@@ -15,8 +15,8 @@ from sqlalchemy import select
 from gan_core import checkpoint as ckpt
 from gan_core.launch import descendants
 from gan_core.spec import JobSpec
-from jobs import lifecycle
-from jobs.models import Artifact, Job, Metric
+from ganforge.jobs import lifecycle
+from ganforge.jobs.models import Artifact, Job, Metric
 from tests.integration.test_worker import services  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow

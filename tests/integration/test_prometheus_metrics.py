@@ -90,9 +90,9 @@ def test_metrics_under_gunicorn_and_on_the_worker(service_env, start_worker, tmp
 def test_the_running_jobs_speed_is_on_the_workers_metrics(service_env, start_worker, tmp_path):
     worker_port = free_port()
     start_worker(service_env, tmp_path, extra=("--metrics-port", str(worker_port), "--metrics-host", "127.0.0.1"))
-    from jobs import lifecycle
-    from jobs.services import Services
-    from jobs.settings import Settings
+    from ganforge.jobs import lifecycle
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
     from gan_core.spec import JobSpec
 
     svc = Services.from_settings(Settings.from_env(service_env))

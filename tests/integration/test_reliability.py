@@ -14,16 +14,16 @@ from sqlalchemy import select, update
 
 import gan_core.trainer as trainer_module
 from gan_core.spec import JobSpec
-from jobs import lifecycle
-from jobs.db import Database
-from jobs.models import Artifact, Job, JobEvent, Metric, utcnow
-from jobs.queue import PRIORITY_NEW, PRIORITY_RESUME, RecordingEnqueuer
-from jobs.services import Services
-from jobs.settings import Settings
-from jobs.storage import LocalStorage, StorageError
-from jobs import reconciler
+from ganforge.jobs import lifecycle
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import Artifact, Job, JobEvent, Metric, utcnow
+from ganforge.jobs.queue import PRIORITY_NEW, PRIORITY_RESUME, RecordingEnqueuer
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import LocalStorage, StorageError
+from ganforge.jobs import reconciler
 from tests.integration.test_worker import ring_spec as worker_ring_spec
-from worker.runner import run_job
+from ganforge.worker.runner import run_job
 
 
 def ring_spec(steps=120, **extra) -> JobSpec:
@@ -261,7 +261,7 @@ def test_a_drain_while_the_store_is_down_leaves_the_job_to_its_lease(services, t
 
 def test_retention_keeps_the_latest_k_and_the_best_evaluated_checkpoint(services, monkeypatch):
     scores = {40: 3.0, 80: 0.5, 120: 2.0, 160: 4.0, 200: 5.0}  # step 80 is the best evaluation
-    monkeypatch.setattr("worker.runner.quality_score", lambda results: scores.get(results["_step"]))
+    monkeypatch.setattr("ganforge.worker.runner.quality_score", lambda results: scores.get(results["_step"]))
     real_evaluate = trainer_module.Trainer.evaluate
     monkeypatch.setattr(trainer_module.Trainer, "evaluate",
                         lambda self, n=None: {**real_evaluate(self, n), "_step": self.state.step})

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from jobs.storage import LocalStorage, ObjectNotFound, S3Storage, StorageError, open_storage, sample_key
+from ganforge.jobs.storage import LocalStorage, ObjectNotFound, S3Storage, StorageError, open_storage, sample_key
 
 PAYLOAD = bytes(range(256)) * 4099 + b"tail"  # ~1 MiB + a bit: more than one CHUNK when streamed
 

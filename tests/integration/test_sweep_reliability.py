@@ -1,6 +1,6 @@
 """Sweeps sharing the service with other work, and surviving the loss of the API and the broker.
 
-First the engine alone (PostgreSQL and SQLite; a pool of workers played through jobs.lifecycle,
+First the engine alone (PostgreSQL and SQLite; a pool of workers played through ganforge.jobs.lifecycle,
 served in the broker's order): two sweeps of two tenants and ordinary jobs of a third share three
 workers; a sweep never holds more than its max_parallel trials queued or running (a pruned trial
 still running until its next heartbeat included), and an ordinary job submitted mid-sweep starts
@@ -25,8 +25,8 @@ import pytest
 from sqlalchemy import func, select
 
 from gan_core.spec import JobSpec
-from jobs import lifecycle, sweeps
-from jobs.models import Job, JobEvent, Sweep, SweepTrial
+from ganforge.jobs import lifecycle, sweeps
+from ganforge.jobs.models import Job, JobEvent, Sweep, SweepTrial
 from tests.integration.test_sweep_runs import BASE, ROOT, engine_services, max_active, sweep_spec  # noqa: F401
 
 TICKS_PER_JOB = 3  # a played job: an evaluation at steps 20 and 40 on its first two ticks, its end on the third
@@ -172,8 +172,8 @@ def started_at(services, job_ids) -> dict[str, object]:
 
 
 def test_two_sweeps_and_another_tenants_jobs_share_real_workers(service_env, start_worker, tmp_path):
-    from jobs.services import Services
-    from jobs.settings import Settings
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
 
     env = fast_env(service_env)
     services = Services.from_settings(Settings.from_env(env))
@@ -222,8 +222,8 @@ def test_a_sweep_outlives_its_api_and_a_broker_emptied_mid_sweep(service_env, re
     import redis
 
     from ganforge.client import Client
-    from jobs.services import Services
-    from jobs.settings import Settings
+    from ganforge.jobs.services import Services
+    from ganforge.jobs.settings import Settings
     from tests.integration.test_e2e_http import free_port, wait_http
 
     env = fast_env(service_env)

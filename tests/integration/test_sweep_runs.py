@@ -1,6 +1,6 @@
 """Sweeps on the real database and the real worker.
 
-The engine's decisions (PostgreSQL and SQLite, trials driven through jobs.lifecycle as a worker
+The engine's decisions (PostgreSQL and SQLite, trials driven through ganforge.jobs.lifecycle as a worker
 would): the next trial is asked for exactly once per finished trial however many processes ask,
 pruning goes through the cancel path with the reason ``pruned``, the objective comes from the
 final evaluation. Then real worker processes over Redis and S3: a sweep submitted over HTTP runs
@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from jobs import lifecycle, sweeps
-from jobs.db import Database
-from jobs.models import Job, JobEvent, Sweep, SweepTrial
-from jobs.queue import RecordingEnqueuer
-from jobs.services import Services
-from jobs.settings import Settings
-from jobs.storage import LocalStorage
-from jobs.sweep_spec import SweepSpec
+from ganforge.jobs import lifecycle, sweeps
+from ganforge.jobs.db import Database
+from ganforge.jobs.models import Job, JobEvent, Sweep, SweepTrial
+from ganforge.jobs.queue import RecordingEnqueuer
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
+from ganforge.jobs.storage import LocalStorage
+from ganforge.jobs.sweep_spec import SweepSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"name": "ring", "dataset": {"name": "ring8"}, "train": {"steps": 60, "batch_size": 64}, "eval_every": 20}
@@ -176,7 +176,7 @@ def test_concurrent_deciders_never_double_a_trial(engine_services):
 
 
 def test_a_lost_trigger_is_recovered_by_the_reconciler(engine_services):
-    from jobs import reconciler
+    from ganforge.jobs import reconciler
 
     services = engine_services
     sweep_id = sweeps.submit(services.db, sweep_spec(trials=3, max_parallel=1, early_stopping=None), "default").sweep_id

@@ -8,10 +8,10 @@ import hmac
 import json
 import time
 
-from jobs import lifecycle
-from jobs.models import Job, JobEvent
-from jobs.services import Services
-from jobs.settings import Settings
+from ganforge.jobs import lifecycle
+from ganforge.jobs.models import Job, JobEvent
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
 
 from tests.api.test_job_webhooks import SECRET, Receiver
 from tests.integration.test_worker import ring_spec

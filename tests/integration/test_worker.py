@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from gan_core.spec import JobSpec
-from jobs import job_logs, lifecycle
-from jobs.models import Artifact, Job, Metric
-from jobs.services import Services
-from jobs.settings import Settings
+from ganforge.jobs import job_logs, lifecycle
+from ganforge.jobs.models import Artifact, Job, Metric
+from ganforge.jobs.services import Services
+from ganforge.jobs.settings import Settings
 
 def ring_spec(steps=60, **extra) -> JobSpec:
     doc = {"name": "ring-e2e", "dataset": {"name": "ring8"},

@@ -158,7 +158,7 @@ def test_a_server_that_is_down_is_named_with_a_way_forward(capsys, monkeypatch):
 
 
 def test_keys_name_the_data_folder_they_looked_in(tmp_path, capsys, monkeypatch):
-    from jobs.migrate import upgrade
+    from ganforge.jobs.migrate import upgrade
 
     for name in ("GANFORGE_MODE", "GANFORGE_DATABASE_URL", "GANFORGE_HOME"):
         monkeypatch.delenv(name, raising=False)

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from worker.runner import with_db_retry
+from ganforge.worker.runner import with_db_retry
 
 
 def _flaky(failures: list[BaseException]):

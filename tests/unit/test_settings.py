@@ -1,4 +1,4 @@
-"""jobs.settings.Settings: the service's one reader of the environment (pydantic-settings)."""
+"""ganforge.jobs.settings.Settings: the service's one reader of the environment (pydantic-settings)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import gan_core
 from gan_core.cli import data_config_from_env
-from jobs.settings import Settings, SettingsError
+from ganforge.jobs.settings import Settings, SettingsError
 
 PRODUCTION = {"GANFORGE_MODE": "production", "GANFORGE_DATABASE_URL": "postgresql://db/x",
               "GANFORGE_BROKER_URL": "redis://r/0", "GANFORGE_STORAGE_URL": "s3://bucket"}

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gan_core.spec import DEFAULT_LIMITS, error_details
-from jobs.sweep_spec import SweepSpec, SweepSpecError, check_sweep, trial_document, trial_spec
+from ganforge.jobs.sweep_spec import SweepSpec, SweepSpecError, check_sweep, trial_document, trial_spec
 
 BASE = {"name": "ring", "dataset": {"name": "ring8"}, "train": {"steps": 3000}, "eval_every": 500}
 DOC = {"name": "s", "base": BASE, "method": "random", "trials": 16, "max_parallel": 4,
