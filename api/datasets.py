@@ -23,14 +23,15 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ganforge.api.auth import principal
 from ganforge.api.errors import APIError, invalid, not_found
 from ganforge.api.jobs import _idempotency_conflict, _idempotency_key
-from ganforge.api.schemas import _Out, decode_cursor, encode_cursor, iso
+from ganforge.api.paging import keyset_page
+from ganforge.api.schemas import _Out, iso
 from ganforge.api.state import services
 from ganforge.api.validation import allow_query, check_id, query_int, query_str
 from gan_core.data import DataError
@@ -249,18 +250,7 @@ def upload_dataset():
 def list_datasets():
     allow_query(ListDatasetsQuery.model_fields)
     limit = query_int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    stmt = _scoped(select(Dataset))
-    cursor = query_str("cursor")
-    if cursor is not None:
-        try:
-            created_at, last_id = decode_cursor(cursor)
-        except ValueError:
-            raise invalid("cursor", "not a cursor from this API; start again without it") from None
-        stmt = stmt.where(tuple_(Dataset.created_at, Dataset.id) < tuple_(created_at, last_id))
-    with services().db.read() as session:
-        rows = list(session.scalars(stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)))
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    page, next_cursor = keyset_page(_scoped(select(Dataset)), Dataset, limit)
     return jsonify({"items": [view(d) for d in page], "next_cursor": next_cursor})
 
 

@@ -12,14 +12,15 @@ from typing import Any, get_args
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ganforge.api.auth import principal
 from ganforge.api.errors import APIError, invalid, not_found
 from ganforge.api.jobs import _check_upload, _checked_webhook, _idempotency_conflict, _idempotency_key, _invalid_body, _object_body
 from ganforge.api.limits import check_submission
-from ganforge.api.schemas import decode_cursor, encode_cursor, iso
+from ganforge.api.paging import keyset_page
+from ganforge.api.schemas import iso
 from ganforge.api.state import services
 from ganforge.api.validation import allow_query, check_id, query_int, query_str
 from ganforge.jobs import datasets, sweeps
@@ -146,17 +147,7 @@ def list_sweeps():
     stmt = _scoped(select(Sweep))
     if status is not None:
         stmt = stmt.where(Sweep.status == status)
-    cursor = query_str("cursor")
-    if cursor is not None:
-        try:
-            created_at, last_id = decode_cursor(cursor)
-        except ValueError:
-            raise invalid("cursor", "not a cursor from this API; start again without it") from None
-        stmt = stmt.where(tuple_(Sweep.created_at, Sweep.id) < tuple_(created_at, last_id))
-    with services().db.read() as session:
-        rows = list(session.scalars(stmt.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)))
-    page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    page, next_cursor = keyset_page(stmt, Sweep, limit)
     return jsonify({"items": [_summary(sweep) for sweep in page], "next_cursor": next_cursor})
 
 
