@@ -1,4 +1,4 @@
-"""gunicorn hooks for ``ganforge api`` (``-c python:api.gunicorn_hooks``).
+"""gunicorn hooks for ``ganforge api`` (``-c python:ganforge.api.gunicorn_hooks``).
 
 With several API processes the Prometheus values live in files, one set per process
 (PROMETHEUS_MULTIPROC_DIR); a process that exits must say so, or its live gauges would be

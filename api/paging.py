@@ -1,5 +1,5 @@
 """Keyset paging of a list endpoint (newest first): the request's ``?cursor=`` in, the next page's
-cursor out. Cursors are opaque to clients (``api.schemas.encode_cursor``: created_at and id)."""
+cursor out. Cursors are opaque to clients (``ganforge.api.schemas.encode_cursor``: created_at and id)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ def dotted_pattern(mods: dict[str, set[str]]) -> re.Pattern:
                     for pkg, names in mods.items() if names]
     alternatives += [rf"{pkg}(?=:[A-Za-z_])" for pkg in PACKAGES]
     # (after a "\n" escape too: code quoted in a Python string)
-    return re.compile(rf"(?:(?<=\\n)|(?<![\w./:\-]))(?:{'|'.join(alternatives)})")
+    # (not after ":" or "/": URLs; but gunicorn's "-c python:api.gunicorn_hooks" is a module path)
+    return re.compile(rf"(?:(?<=\\n)|(?<=python:)|(?<![\w./:\-]))(?:{'|'.join(alternatives)})")
 
 
 _NAMES = "|".join(PACKAGES)

@@ -321,7 +321,7 @@ def gunicorn_argv(host: str, port: int, workers: int | None = None, threads: int
     """
     from ganforge.api.logging import GUNICORN_ACCESS_FORMAT
 
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_hooks", "--bind", f"{host}:{port}",
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:ganforge.api.gunicorn_hooks", "--bind", f"{host}:{port}",
             "--workers", str(workers or _usable_cpus()), "--worker-class", "gthread", "--threads", str(threads),
             "--keep-alive", "5", "--access-logformat", GUNICORN_ACCESS_FORMAT]
     return argv + (["--reuse-port"] if reuse_port else []) + ["ganforge.api:create_app()"]

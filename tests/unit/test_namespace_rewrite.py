@@ -24,13 +24,15 @@ SOURCE = textwrap.dedent('''\
         monkeypatch.setattr("jobs.lifecycle.time", None)  # patched where it is used
         include = ["worker.tasks"]
         argv = ["gunicorn", "api:create_app()", "-m", "worker.tasks"]
+        hooks = ["-c", "python:api.gunicorn_hooks"]  # gunicorn's config module
+        url = "http://api.gunicorn_hooks/x"  # a host name, not a module
         endpoint = url_for("jobs.keys")  # a Flask endpoint named after its blueprint: not a module
         jobs = {"a": 1}
         names = jobs.keys()  # a variable called jobs, not the package
         table = "jobs.id"  # not a module of jobs/
         log = "api.access"  # a logger name of its own
         code = "from jobs.keys import x\\nimport worker\\n"
-        return include, argv, endpoint, names, table, log, code
+        return include, argv, hooks, url, endpoint, names, table, log, code
     ''')
 
 EXPECTED = textwrap.dedent('''\
@@ -46,13 +48,15 @@ EXPECTED = textwrap.dedent('''\
         monkeypatch.setattr("ganforge.jobs.lifecycle.time", None)  # patched where it is used
         include = ["ganforge.worker.tasks"]
         argv = ["gunicorn", "ganforge.api:create_app()", "-m", "ganforge.worker.tasks"]
+        hooks = ["-c", "python:ganforge.api.gunicorn_hooks"]  # gunicorn's config module
+        url = "http://api.gunicorn_hooks/x"  # a host name, not a module
         endpoint = url_for("jobs.keys")  # a Flask endpoint named after its blueprint: not a module
         jobs = {"a": 1}
         names = jobs.keys()  # a variable called jobs, not the package
         table = "jobs.id"  # not a module of jobs/
         log = "api.access"  # a logger name of its own
         code = "from ganforge.jobs.keys import x\\nfrom ganforge import worker\\n"
-        return include, argv, endpoint, names, table, log, code
+        return include, argv, hooks, url, endpoint, names, table, log, code
     ''')
 
 PYPROJECT = textwrap.dedent('''\
@@ -71,7 +75,7 @@ PYPROJECT = textwrap.dedent('''\
 
 
 def make_tree(root: Path) -> None:
-    for folder, modules in {"api": ["jobs"], "jobs": ["lifecycle", "keys"], "worker": ["tasks"], "ganforge": []}.items():
+    for folder, modules in {"api": ["jobs", "gunicorn_hooks"], "jobs": ["lifecycle", "keys"], "worker": ["tasks"], "ganforge": []}.items():
         (root / folder).mkdir()
         (root / folder / "__init__.py").write_text('"""The package."""\n\nfrom __future__ import annotations\n')
         for module in modules:
