@@ -15,7 +15,7 @@ def test_the_job_page_shows_the_jobs_log_lines(page, service, artifacts_dir):
     job = client.submit(RING)
     client.wait(job, timeout=120)
     page.goto(f"{service}/jobs/{job.id}")
-    page.wait_for_function("document.getElementById('log-lines').textContent.includes('claimed by')", timeout=20_000)
+    page.wait_for_function("() => document.getElementById('log-lines').textContent.includes('claimed by')", timeout=20_000)
     text = page.inner_text("#log-lines")
     stored = list(client.log_lines(job.id))
     assert f"job {job.id} attempt 1 claimed by" in text and "INFO" in text
