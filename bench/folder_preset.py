@@ -25,6 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+if __name__ == "__main__":  # checked before the imports below: a missing package is one line, not a traceback
+    from bench.prerequisites import Needs
+
+    Needs("bench/folder_preset.py").python("torch", "numpy", "PIL").check()
+
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 

@@ -19,9 +19,12 @@ import argparse
 import json
 import statistics
 import time
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.prerequisites import Needs  # noqa: E402
 
 
 def load(preset: str, steps: int, enabled: bool, device: str):
@@ -36,6 +39,7 @@ def load(preset: str, steps: int, enabled: bool, device: str):
 
 
 def main() -> None:
+    Needs("bench/health.py").python("torch", "numpy").check()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)

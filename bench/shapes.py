@@ -16,9 +16,16 @@ import io
 import math
 import random
 import zipfile
+import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+if __name__ == "__main__":  # checked before the imports below: a missing package is one line, not a traceback
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.prerequisites import Needs
+
+    Needs("bench/shapes.py").python("PIL").check()
+
+from PIL import Image, ImageDraw  # noqa: E402
 
 CLASSES = ("circle", "square", "triangle")
 # A fixed timestamp: zipfile would stamp "now" and the archive bytes (its sha256) would change.
