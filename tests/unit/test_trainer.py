@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -152,7 +153,10 @@ RESUME_SPECS = {
 
 def _cli(*args, env_data_dir):
     cmd = [sys.executable, "-m", "gan_core.cli", "train", *args, "--quiet", "--data-dir", str(env_data_dir)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # One thread: bit-exactness compares two runs' sums, and MKL may give a busy machine's run
+    # fewer threads (MKL_DYNAMIC), which splits the sums differently.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     return out
 
