@@ -11,7 +11,7 @@ samples in one class; an unrecognisable one has few confident samples.
 On a CPU the preset's width is too slow; ``--ngf/--ndf/--batch`` shrink it (the recipe stays).
 
     python bench/folder_preset.py [--steps 1500] [--ngf 32] [--ndf 32] [--batch 64] [--threads 1]
-                                  [--out runs/folder-preset]
+                                  [--device cuda] [--out runs/folder-preset]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":  # checked before the imports below: a missing package is one line, not a traceback
     from bench.prerequisites import Needs
 
-    Needs("bench/folder_preset.py").python("torch", "numpy", "PIL").check()
+    needs = Needs("bench/folder_preset.py").python("torch", "numpy", "PIL")
+    (needs.cuda() if "cuda" in sys.argv else needs).check()
 
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -84,9 +85,10 @@ def judge(generator: torch.nn.Module, archive: Path, config: DataConfig, spec: J
         f"shapes-{labelled.summary.sha256[:16]}-{JUDGE_SIZE}px-{JUDGE_EPOCHS}ep",
         (small(images[held_out:]), labels[held_out:]), (small(images[:held_out]), labels[:held_out]),
         config.cache_dir / "classifiers", epochs=JUDGE_EPOCHS, num_classes=3)
+    device = next(generator.parameters()).device
     with torch.no_grad():
-        z = generator.sample_latent(n, torch.Generator().manual_seed(1))
-        samples = torch.cat([generator(z[i:i + 250]) for i in range(0, n, 250)]).clamp(-1, 1)
+        z = generator.sample_latent(n, torch.Generator().manual_seed(1)).to(device)
+        samples = torch.cat([generator(z[i:i + 250]).cpu() for i in range(0, n, 250)]).clamp(-1, 1)
     return {"classifier_test_accuracy": round(meta["test_accuracy"], 4), "real": judged(classifier, images[:held_out]),
             "generated": judged(classifier, samples)}
 
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1500)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", default=str(ROOT / "runs" / "folder-preset"))
     parser.add_argument("--judge", metavar="GENERATOR_PT", help="only judge a generator.pt of an earlier run")
     args = parser.parse_args()
@@ -119,7 +122,7 @@ def main() -> None:
         model = {**preset["model"], **{k: v for k, v in (("ngf", args.ngf), ("ndf", args.ndf)) if v}}
         train = {**preset["train"], "steps": args.steps, **({"batch_size": args.batch} if args.batch else {})}
         doc = {**preset, "dataset": {**preset["dataset"], "path": str(archive)}, "model": model, "train": train,
-               "device": "cpu", "log_every": 100, "sample_every": max(100, args.steps // 6),
+               "device": args.device, "log_every": 100, "sample_every": max(100, args.steps // 6),
                "checkpoint_every": args.steps, "eval": {"at_end": False}}
         spec = JobSpec.model_validate(doc)
         print(f"training {spec.name}: {args.per_class * 3} shapes, {json.dumps(model)}, {json.dumps(train)}", flush=True)

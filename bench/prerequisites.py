@@ -76,6 +76,16 @@ class Needs:
                                 "GANFORGE_DATA_DIR to a folder holding mnist/ with the four IDX .gz files)")
         return self
 
+    def cuda(self) -> Needs:
+        """A CUDA device torch can use (checked only once torch itself is there)."""
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+
+            if not torch.cuda.is_available():
+                self.missing.append("a CUDA device (torch.cuda.is_available() is False: a CUDA build of torch "
+                                    "and a GPU; or leave out --device cuda)")
+        return self
+
     def check(self) -> None:
         if self.missing:
             print(f"{self.script}: cannot run, missing: {'; '.join(self.missing)}", file=sys.stderr)
