@@ -26,7 +26,7 @@ def test_seed_sets():
 
 
 def _row(seed, fid, classes=10):
-    return {"seed": seed, "steps": 100, "threads": 1, "domain_fid": fid, "classes_covered": classes,
+    return {"seed": seed, "dataset": "mnist", "device": "cpu", "steps": 100, "threads": 1, "domain_fid": fid, "classes_covered": classes,
             "mean_confidence": 0.9, "kid": 0.01, "precision": 0.8, "recall": 0.7, "coverage": 0.8,
             "train_seconds": 10.0, "ms_per_step": 100.0}
 
@@ -39,6 +39,29 @@ def test_image_report_judges_the_mean_against_a_fifth_of_the_classic(capsys):
     assert not quality.image_report("best-mnist", "0-2", [_row(0, 15.0), _row(1, 30.0)], 100.0, "x")["target_met"]
     assert not quality.image_report("best-mnist", "0-2", [_row(0, 5.0), _row(1, 6.0, classes=9)], 100.0, "x")["target_met"]
     assert "NOT met" in capsys.readouterr().out
+
+
+def test_without_a_classic_figure_the_report_says_so(capsys):
+    summary = quality.image_report("best-fashion-mnist", "0-2", [_row(0, 15.0)], None, "none recorded")
+    assert summary["target_met"] is None and "ratio_to_classic" not in summary
+    assert "no classic figure to compare with" in capsys.readouterr().out
+
+
+def test_the_classic_is_trained_on_each_presets_dataset():
+    args = argparse.Namespace(overrides=["train.lr_d=0.0003"], steps=None, samples=500, device="cpu", threads=1)
+    jobs = quality.image_jobs(args, ["best-fashion-mnist", "classic-mlp-mnist", "best-mnist"], [0, 1])
+    runs = [(name, doc["dataset"]["name"], doc["train"]["seed"]) for name, doc, _ in jobs]
+    # The classic first, on MNIST and on Fashion-MNIST, then the presets; one job per seed.
+    assert runs == [("classic-mlp-mnist", "mnist", 0), ("classic-mlp-mnist", "mnist", 1),
+                    ("classic-mlp-mnist@fashion-mnist", "fashion-mnist", 0),
+                    ("classic-mlp-mnist@fashion-mnist", "fashion-mnist", 1),
+                    ("best-fashion-mnist", "fashion-mnist", 0), ("best-fashion-mnist", "fashion-mnist", 1),
+                    ("best-mnist", "mnist", 0), ("best-mnist", "mnist", 1)]
+    docs = {name: doc for name, doc, _ in jobs}
+    # --set changes the presets, never the classic recipe (on either dataset).
+    assert docs["best-mnist"]["train"]["lr_d"] == 0.0003
+    assert docs["classic-mlp-mnist@fashion-mnist"]["train"]["lr_d"] == docs["classic-mlp-mnist"]["train"]["lr_d"] != 0.0003
+    assert all(doc["device"] == "cpu" for doc in docs.values())
 
 
 def run_bench(args, data_dir, cache_dir):
@@ -65,3 +88,13 @@ def test_a_bad_override_names_the_field(data_dir, cache_dir):
     done = run_bench(["--images", "--set", "train.lr_d=-1"], data_dir, cache_dir)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "train.lr_d" in done.stderr
+
+
+def test_device_cuda_without_a_gpu_is_a_message(data_dir, cache_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the message is for machines without it")
+    done = run_bench(["--images", "--device", "cuda", "--steps", "2"], data_dir, cache_dir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "a CUDA device" in done.stderr and "--device cuda" in done.stderr
