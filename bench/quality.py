@@ -114,7 +114,21 @@ def seed_set(text: str) -> tuple[str, list[int]]:
     return text, parse_seed_set(text)
 
 
-def run_one(job: tuple[str, int, int | None, int, str]) -> dict[str, Any]:
+def mixture_spec_doc(dataset: str, seed: int, steps: int | None, device: str, overrides: dict[str, Any]) -> dict:
+    """The spec a 2-D (or stacked-MNIST) run trains: the dataset's preset with ``--set``, this seed;
+    only the final evaluation, no sample grids or checkpoints along the way."""
+    from bench.reference import merge
+
+    doc = merge(json.loads(preset_path(dataset).read_text()), overrides)
+    doc["train"] = {**doc.get("train", {}), "seed": seed}
+    if steps is not None:
+        doc["train"]["steps"] = steps
+    doc.update(device=device, sample_every=10**9, checkpoint_every=10**9, log_every=10**9, eval_every=None)
+    doc["eval"] = {**doc.get("eval", {}), "at_end": True}
+    return doc
+
+
+def run_one(job: tuple[str, int, int | None, int, str, dict[str, Any]]) -> dict[str, Any]:
     """Train the dataset's preset with one seed and evaluate it (runs in a worker process)."""
     import torch
 
@@ -122,16 +136,9 @@ def run_one(job: tuple[str, int, int | None, int, str]) -> dict[str, Any]:
     from gan_core.spec import JobSpec
     from gan_core.trainer import Trainer
 
-    dataset, seed, steps, threads, device = job
+    dataset, seed, steps, threads, device, overrides = job
     torch.set_num_threads(threads)
-    doc = json.loads(preset_path(dataset).read_text())
-    doc["train"] = {**doc.get("train", {}), "seed": seed}
-    if steps is not None:
-        doc["train"]["steps"] = steps
-    # Only the final evaluation is wanted here: no sample grids or checkpoints along the way.
-    doc.update(device=device, sample_every=10**9, checkpoint_every=10**9, log_every=10**9, eval_every=None)
-    doc["eval"] = {**doc.get("eval", {}), "at_end": True}
-    spec = JobSpec.model_validate(doc)
+    spec = JobSpec.model_validate(mixture_spec_doc(dataset, seed, steps, device, overrides))
     start = time.perf_counter()
     result = Trainer(spec, data_config=data_config_from_env()).run()  # stacked-mnist: the MNIST files
     seconds = time.perf_counter() - start
@@ -271,6 +278,23 @@ def image_jobs(args: argparse.Namespace, presets: list[str], seeds: list[int]) -
                 raise SystemExit(f"bench/quality.py: presets/{preset}.json with the overrides: {problems}") from None
             jobs.append((name, doc, args.threads))
     return jobs
+
+
+def mixture_jobs(args: argparse.Namespace, seeds: list[int]) -> list[tuple]:
+    """One job per dataset and seed, each spec (the preset with ``--set``) validated first."""
+    from pydantic import ValidationError
+
+    from bench.reference import parse_set
+    from gan_core.spec import JobSpec, error_details
+
+    overrides = parse_set(args.overrides)
+    for dataset in args.datasets:
+        try:
+            JobSpec.model_validate(mixture_spec_doc(dataset, seeds[0], args.steps, args.device, overrides))
+        except ValidationError as exc:
+            problems = "; ".join(f"{item['field']}: {item['problem']}" for item in error_details(exc))
+            raise SystemExit(f"bench/quality.py: {preset_path(dataset).name} with the overrides: {problems}") from None
+    return [(dataset, seed, args.steps, args.threads, args.device, overrides) for dataset in args.datasets for seed in seeds]
 
 
 def run_images(args: argparse.Namespace, seed_sets: list[tuple[str, list[int]]]) -> list[dict[str, Any]]:
@@ -419,8 +443,8 @@ def main() -> None:
                         help="with --images: presets/NAME.json (default best-mnist); add classic-mlp-mnist to "
                              "measure the classic's FID in the same run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --images: override a field of the image presets but the classic (repeatable), "
-                             "e.g. train.lr_d=0.0004")
+                        help="override a field of the presets trained (repeatable), e.g. train.lr_d=0.0004; "
+                             "with --images every preset's but the classic's")
     parser.add_argument("--samples", type=int, default=10_000, help="with --images: samples scored (default 10 000)")
     parser.add_argument("--seeds", type=seed_set, nargs="+", default=None, metavar="SET",
                         help="seed sets, each reported in its own table: 0-9, 100,103 or 7 (default: "
@@ -453,7 +477,7 @@ def main() -> None:
     else:
         rows, summaries = [], []
         for label, seeds in seed_sets:
-            jobs = [(dataset, seed, args.steps, args.threads, args.device) for dataset in args.datasets for seed in seeds]
+            jobs = mixture_jobs(args, seeds)
             mine = _map(run_one, jobs, args.workers)
             rows += mine
             summaries += [

@@ -98,3 +98,12 @@ def test_device_cuda_without_a_gpu_is_a_message(data_dir, cache_dir):
     done = run_bench(["--images", "--device", "cuda", "--steps", "2"], data_dir, cache_dir)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "a CUDA device" in done.stderr and "--device cuda" in done.stderr
+
+
+def test_set_overrides_a_mixture_preset_and_a_bad_one_names_the_field(data_dir, cache_dir):
+    doc = quality.mixture_spec_doc("ring8", 7, None, "cpu", {"model": {"pack": 2}})
+    assert doc["model"]["pack"] == 2 and doc["train"]["seed"] == 7
+    assert doc["model"]["hidden_g"] == [128, 128, 128]  # the rest of the preset kept
+    done = run_bench(["--datasets", "ring8", "--seeds", "0", "--set", "model.pack=3"], data_dir, cache_dir)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "ring8-quality.json" in done.stderr and "train.batch_size" in done.stderr
