@@ -17,6 +17,12 @@
 
 The detectors are plain objects fed with numbers and tensors: no trainer, no service. Each
 reports an episode once (when it starts), not at every check while it lasts.
+
+The fixed batch comes from the network a job ships, the EMA of G when ``model.ema_decay`` is set.
+That average starts from G's initial weights and forgets them only slowly (decay 0.998 still holds
+30 % of them at step 600), so its batch looks collapsed early in every run: the sample checks
+start once the initial weights weigh at most 5 % (:func:`ema_warmup_steps`), or at ``min_step``
+if that is later. (Without this a grid25 sweep had its trials stopped as collapsed at step 600.)
 """
 
 from __future__ import annotations
@@ -168,21 +174,33 @@ class ModeDrop:
         return found
 
 
+def ema_warmup_steps(decay: float | None, remaining: float = 0.05) -> int:
+    """Steps after which an EMA of the weights with this ``decay`` (no bias correction) holds at
+    most ``remaining`` of its initial weights: 1497 for 0.998, 2995 for 0.999; 0 without an EMA."""
+    if not decay:
+        return 0
+    return math.ceil(math.log(remaining) / math.log(decay))
+
+
 class HealthMonitor:
     """The detectors of one run, configured by ``train.health``.
 
     ``real`` is a real batch of ``spec.samples`` examples (the diversity reference); ``centers``
-    and ``sigma`` the mode centres of a 2-D mixture (None for images).
+    and ``sigma`` the mode centres of a 2-D mixture (None for images). The checks of G's fixed
+    batch start at ``samples_from_step`` (the EMA's warm-up) or ``spec.min_step``, whichever is later.
     """
 
     def __init__(self, spec: HealthSpec, loss: str, real: Tensor, centers: Tensor | None = None,
-                 sigma: float | None = None):
+                 sigma: float | None = None, samples_from_step: int = 0):
         self.spec = spec
         self.d_won = DiscriminatorWon(loss, spec.d_accuracy, spec.d_window, spec.min_step)
         self.real_distance = mean_pairwise_distance(real)
-        self.diversity = DiversityCollapse(self.real_distance, spec.diversity_ratio, spec.patience, spec.min_step)
+        self.samples_from_step = max(spec.min_step, samples_from_step)
+        self.diversity = DiversityCollapse(self.real_distance, spec.diversity_ratio, spec.patience,
+                                           self.samples_from_step)
         self.centers, self.sigma = (centers.cpu(), sigma) if centers is not None else (None, None)
-        self.modes = ModeDrop(len(centers), spec.mode_drop, spec.patience, spec.min_step) if centers is not None else None
+        self.modes = (ModeDrop(len(centers), spec.mode_drop, spec.patience, self.samples_from_step)
+                      if centers is not None else None)
         self._samples_diverged = False
 
     @property

@@ -415,10 +415,14 @@ class Trainer:
         self.health_y = (torch.arange(n) % k).to(self.device) if k else None
         real, _ = self.data.real_batch(n, seed=1)
         centers = self.data.centers if self.data.kind == "points" else None
+        ema = self.spec.model.ema_decay  # the fixed batch comes from the EMA network when there is one
         monitor = health.HealthMonitor(config, self.spec.loss, real.float().cpu(), centers,
-                                       getattr(self.data, "sigma", None))
+                                       getattr(self.data, "sigma", None), health.ema_warmup_steps(ema))
         for detector, why in monitor.skipped.items():
             log.info("GAN health: %s is not checked (%s)", detector, why)
+        if monitor.samples_from_step > config.min_step:
+            log.info("GAN health: the checks of G's fixed batch start at step %d (the EMA of G, decay %g, "
+                     "then holds at most 5 %% of its initial weights)", monitor.samples_from_step, ema)
         return monitor
 
     def _sync_batchnorm(self) -> bool:

@@ -135,6 +135,27 @@ def test_monitor_on_a_2d_mixture_collapse():
     assert [f.detector for f in monitor.observe_samples(300, bad)] == [DIVERGED]
 
 
+def test_ema_warmup_steps():
+    assert health.ema_warmup_steps(None) == 0 and health.ema_warmup_steps(0.0) == 0
+    assert health.ema_warmup_steps(0.998) == 1497 and health.ema_warmup_steps(0.999) == 2995
+    assert 0.998 ** 1497 <= 0.05 < 0.998 ** 1496
+
+
+def test_monitor_checks_the_fixed_batch_only_after_the_ema_warm_up():
+    """An EMA generator's early batches look collapsed (it still holds its initial weights): no
+    verdict on them before ``samples_from_step``; a real collapse afterwards is still reported."""
+    centers, sigma = mixture_params("ring8")
+    monitor = HealthMonitor(HealthSpec(min_step=0, patience=2), "bce", _ring(256, 0), centers, sigma,
+                            samples_from_step=1000)
+    assert monitor.samples_from_step == 1000
+    point = torch.zeros(256, 2) + 0.001 * torch.randn(256, 2)  # one point: collapsed by both criteria
+    assert all(monitor.observe_samples(step, point) == [] for step in range(50, 1000, 50))
+    assert monitor.observe_samples(1000, point) == []
+    assert [f.detector for f in monitor.observe_samples(1050, point)] == [MODE_COLLAPSE]
+    # min_step wins when it is later than the warm-up
+    assert HealthMonitor(HealthSpec(min_step=2000), "bce", _ring(256, 0), samples_from_step=1000).samples_from_step == 2000
+
+
 def test_monitor_on_images_and_its_skips():
     real = torch.rand(64, 1, 8, 8) * 2 - 1
     monitor = HealthMonitor(HealthSpec(min_step=0, patience=1), "wgan-gp", real)
@@ -204,3 +225,21 @@ def test_trainer_health_off_reports_nothing():
     trainer.run()
     assert trainer.health is None and cb.findings == []
     assert math.isfinite(trainer.state.step)
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.99])
+def test_trainer_waits_for_the_ema_before_judging_its_samples(ema_decay):
+    """G barely trains (lr 1e-7), so its fixed batch stays the initial network's narrow cloud. Without
+    an EMA that is reported as a collapse; with an EMA (decay 0.99: warm-up 299 steps) the run
+    ends at step 250, before the sample checks start, and nothing is reported."""
+    spec = JobSpec.model_validate({**_ring_spec(lr_g=1e-7, steps=250, health={"every": 10, "min_step": 0, "patience": 2,
+                                                                              "diversity_ratio": 0.9}).model_dump(),
+                                   "model": {**_ring_spec().model.model_dump(), "ema_decay": ema_decay}})
+    cb = _Collect()
+    trainer = Trainer(spec, callbacks=cb)
+    trainer.run()
+    collapses = [f for f in cb.findings if f.detector == MODE_COLLAPSE]
+    if ema_decay is None:
+        assert trainer.health.samples_from_step == 0 and collapses
+    else:
+        assert trainer.health.samples_from_step == 299 and not collapses
