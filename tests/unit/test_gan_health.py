@@ -114,6 +114,17 @@ def test_mode_drop_fires_when_the_mode_count_falls_and_not_when_it_climbs():
     assert all(climbing.observe(100 * i, modes) is None for i, modes in enumerate((1, 3, 5, 9, 14, 20, 25)))
 
 
+def test_mode_drop_waits_until_half_the_modes_were_covered():
+    """The swings of a run still finding its modes (grid25: 8 covered, then 3, then all 25) are no
+    verdict; a drop from at least half of them is."""
+    early = ModeDrop(n_modes=25, drop=0.5, patience=2)
+    assert all(early.observe(100 * i, modes) is None for i, modes in enumerate((6, 8, 3, 3, 2, 4, 12, 25)))
+    late = ModeDrop(n_modes=25, drop=0.5, patience=2)
+    assert late.observe(100, 13) is None and late.observe(200, 6) is None
+    found = late.observe(300, 5)
+    assert found is not None and "covers 5 of 25 modes, down from 13" in found.message
+
+
 # ---- the monitor --------------------------------------------------------------------------------
 def _ring(n: int, seed: int, modes: int = 8) -> torch.Tensor:
     centers, sigma = mixture_params("ring8")
