@@ -29,7 +29,7 @@ if __name__ == "__main__":  # checked before the imports below: a missing packag
     from bench.prerequisites import Needs
 
     needs = Needs("bench/folder_preset.py").python("torch", "numpy", "PIL")
-    (needs.cuda() if "cuda" in sys.argv else needs).check()
+    (needs.cuda() if "cuda" in sys.argv or "--device=cuda" in sys.argv else needs).check()
 
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
