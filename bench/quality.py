@@ -246,16 +246,27 @@ def image_report(preset: str, seeds_label: str, rows: list[dict[str, Any]], clas
     return summary
 
 
+def check_spec(doc: dict[str, Any], source: str) -> None:
+    """Validate a run's spec before anything trains: a bad ``--set`` is a message naming ``source``
+    (the preset file) and the field, not a traceback."""
+    from pydantic import ValidationError
+
+    from gan_core.spec import JobSpec, error_details
+
+    try:
+        JobSpec.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(f"{item['field']}: {item['problem']}" for item in error_details(exc))
+        raise SystemExit(f"bench/quality.py: {source} with the overrides: {problems}") from None
+
+
 def image_jobs(args: argparse.Namespace, presets: list[str], seeds: list[int]) -> list[tuple[str, dict, int]]:
     """One job per preset and seed; every spec validated here, so a bad ``--set`` is a message
     naming the field before anything trains. The overrides and ``--steps`` leave the classic as it is.
     With the classic among ``presets`` it is trained on every dataset the other presets use (named
     ``classic-mlp-mnist`` on MNIST, ``classic-mlp-mnist@fashion-mnist`` on another), so each preset
     is judged against the classic recipe on its own data."""
-    from pydantic import ValidationError
-
-    from bench.reference import merge, parse_set
-    from gan_core.spec import JobSpec, error_details
+    from bench.reference import parse_set
 
     overrides = parse_set(args.overrides)
     if args.steps is not None:
@@ -271,29 +282,18 @@ def image_jobs(args: argparse.Namespace, presets: list[str], seeds: list[int]) -
     for name, preset, changes in runs:
         for seed in seeds:
             doc = image_spec_doc(preset, seed, changes, args.samples, args.device)
-            try:
-                JobSpec.model_validate(doc)
-            except ValidationError as exc:
-                problems = "; ".join(f"{item['field']}: {item['problem']}" for item in error_details(exc))
-                raise SystemExit(f"bench/quality.py: presets/{preset}.json with the overrides: {problems}") from None
+            check_spec(doc, f"presets/{preset}.json")
             jobs.append((name, doc, args.threads))
     return jobs
 
 
 def mixture_jobs(args: argparse.Namespace, seeds: list[int]) -> list[tuple]:
     """One job per dataset and seed, each spec (the preset with ``--set``) validated first."""
-    from pydantic import ValidationError
-
     from bench.reference import parse_set
-    from gan_core.spec import JobSpec, error_details
 
     overrides = parse_set(args.overrides)
     for dataset in args.datasets:
-        try:
-            JobSpec.model_validate(mixture_spec_doc(dataset, seeds[0], args.steps, args.device, overrides))
-        except ValidationError as exc:
-            problems = "; ".join(f"{item['field']}: {item['problem']}" for item in error_details(exc))
-            raise SystemExit(f"bench/quality.py: {preset_path(dataset).name} with the overrides: {problems}") from None
+        check_spec(mixture_spec_doc(dataset, seeds[0], args.steps, args.device, overrides), preset_path(dataset).name)
     return [(dataset, seed, args.steps, args.threads, args.device, overrides) for dataset in args.datasets for seed in seeds]
 
 

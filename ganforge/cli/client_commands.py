@@ -235,9 +235,14 @@ def add_client_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def add_client_command(sub: argparse._SubParsersAction, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """A command that talks to the service: its help, one example, --url and --json."""
+    return add_client_options(add_command(sub, name, help, [example]))
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     def client_parser(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        return add_client_options(add_command(sub, name, help, [example]))
+        return add_client_command(sub, name, help, example)
 
     p = client_parser("submit", "submit a job spec (a file, or a preset's name)", "ganforge submit ring8 --wait")
     p.add_argument("spec", help="job spec JSON file, or a preset's name (`ganforge presets` lists them)")

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from gan_core.cli import CLIError, add_command
-from ganforge.cli.client_commands import _call, _client, _out, add_client_options
+from ganforge.cli.client_commands import _call, _client, _out, add_client_command
 from ganforge.client import archive_type
 
 
@@ -75,7 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     commands = datasets.add_subparsers(dest="datasets_command", required=True, metavar="{upload,list,show,delete}")
 
     def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        return add_client_options(add_command(commands, name, help, [example]))
+        return add_client_command(commands, name, help, example)
 
     p = command("upload", "upload a .zip, .tar or .tar.gz of images (class sub-folders become labels); prints its id "
                 "for the spec's dataset.upload_id", "ganforge datasets upload faces.zip --name faces")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gan_core.cli import CLIError, add_command
-from ganforge.cli.client_commands import _call, _client, _out, add_client_options
+from ganforge.cli.client_commands import _call, _client, _out, add_client_command
 from ganforge.client import jsonable
 from ganforge.resources import sweep_preset_text
 
@@ -148,7 +148,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="{submit,status,list,cancel,best}")
 
     def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
-        return add_client_options(add_command(commands, name, help, [example]))
+        return add_client_command(commands, name, help, example)
 
     p = command("submit", "submit a sweep file (JSON) or a preset of presets/sweeps by name",
                 "ganforge sweep submit grid25-search --wait")
